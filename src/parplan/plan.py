@@ -1,0 +1,275 @@
+"""Plans and the parplan.plan/1 file format: a problem, timed actions, metrics and provenance.
+
+A plan file is self-contained (DESIGN.md, "Plan file"): anyone can re-verify it without parplan.
+``read_plan`` accepts hand-edited files and reports path-qualified errors; ``check_plan`` runs the
+independent validator on them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from parplan.errors import InvalidInputError
+from parplan.problem import PipelineProblem
+from parplan.schedule.ir import Action, Schedule
+from parplan.simulate import Metrics, TimedAction, compute_metrics, simulate, validate
+
+FORMAT = "parplan.plan/1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SolverInfo:
+    """How a solver produced a plan."""
+
+    backend: str
+    status: str
+    time_s: float
+    objective: float | None = None
+    bound: float | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "status": self.status,
+            "time_s": self.time_s,
+            "objective": self.objective,
+            "bound": self.bound,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A problem with every action placed in time, its metrics, and where it came from."""
+
+    problem: PipelineProblem
+    timed: tuple[TimedAction, ...]
+    metrics: Metrics
+    name: str = ""
+    solver: SolverInfo | None = None
+    source: dict[str, object] = field(default_factory=dict)
+    intra_op: dict[str, object] | None = None
+
+    @staticmethod
+    def from_schedule(problem: PipelineProblem, schedule: Schedule, **extra: object) -> Plan:
+        """Simulate ``schedule`` and wrap the result (metrics included) as a plan."""
+        timed = simulate(problem, schedule)
+        source = {"schedule": schedule.name}
+        source.update(extra.pop("source", {}) or {})  # type: ignore[arg-type]
+        return Plan(
+            problem=problem,
+            timed=timed,
+            metrics=compute_metrics(problem, timed),
+            name=schedule.name,
+            source=source,
+            **extra,  # type: ignore[arg-type]
+        )
+
+    @property
+    def schedule(self) -> Schedule:
+        """The per-device orders of this plan (actions sorted by start time)."""
+        orders: list[list[Action]] = [[] for _ in self.problem.devices]
+        for t in sorted(self.timed, key=lambda t: (t.start, t.end)):
+            orders[t.device].append(t.action)
+        return Schedule.of(self.name or "plan", orders)
+
+    def validate(self) -> list[str]:
+        """Independent validation; a list of human-readable violations (empty when valid)."""
+        return [str(v) for v in validate(self.problem, self.timed, self.metrics)]
+
+    def with_lower_bound(self, bound: float | None) -> Plan:
+        return Plan(
+            problem=self.problem,
+            timed=self.timed,
+            metrics=self.metrics.with_bound(bound),
+            name=self.name,
+            solver=self.solver,
+            source=self.source,
+            intra_op=self.intra_op,
+        )
+
+    # ------------------------------------------------------------------ file format
+    def to_json(self) -> dict[str, object]:
+        p = self.problem.to_json()
+        out: dict[str, object] = {
+            "format": FORMAT,
+            "name": self.name,
+            "time_unit": p.pop("time_unit"),
+            "memory_unit": p.pop("memory_unit"),
+        }
+        out.update(p)
+        out["actions"] = [_action_json(t) for t in self.timed]
+        out["metrics"] = self.metrics.to_json()
+        out["solver"] = self.solver.to_json() if self.solver else None
+        out["source"] = self.source
+        if self.intra_op is not None:
+            out["intra_op"] = self.intra_op
+        return out
+
+    @staticmethod
+    def from_json(data: object) -> Plan:
+        if not isinstance(data, dict):
+            raise InvalidInputError("plan: must be a JSON object")
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            raise InvalidInputError(f"plan.format: expected {FORMAT!r}, got {fmt!r}")
+        problem = PipelineProblem.from_json(data, "plan")
+        actions = data.get("actions")
+        if not isinstance(actions, list):
+            raise InvalidInputError("plan.actions: missing or not a list")
+        timed = tuple(_timed_from_json(a, f"plan.actions[{i}]", problem) for i, a in enumerate(actions))
+        metrics = _metrics_from_json(data.get("metrics"), problem) if data.get("metrics") else None
+        if metrics is None:
+            metrics = compute_metrics(problem, timed)
+        solver = data.get("solver")
+        info = None
+        if isinstance(solver, dict):
+            info = SolverInfo(
+                backend=str(solver.get("backend", "")),
+                status=str(solver.get("status", "")),
+                time_s=float(solver.get("time_s") or 0.0),
+                objective=_opt_float(solver.get("objective")),
+                bound=_opt_float(solver.get("bound")),
+            )
+        return Plan(
+            problem=problem,
+            timed=timed,
+            metrics=metrics,
+            name=str(data.get("name") or ""),
+            solver=info,
+            source=dict(data.get("source") or {}),
+            intra_op=data.get("intra_op"),
+        )
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        return path
+
+
+def read_plan(path: str | Path) -> Plan:
+    """Read a parplan.plan/1 file; bad files raise InvalidInputError naming the field."""
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"{path}: no such plan file")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    try:
+        return Plan.from_json(data)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc}") from None
+
+
+def _opt_float(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]
+
+
+def _action_json(t: TimedAction) -> dict[str, object]:
+    a = t.action
+    out: dict[str, object] = {
+        "device": t.device,
+        "stage": a.stage,
+        "kind": a.kind,
+        "microbatch": a.microbatch,
+        "start": t.start,
+        "end": t.end,
+    }
+    if a.is_fused:
+        out["parts"] = [{"stage": p.stage, "kind": p.kind, "microbatch": p.microbatch} for p in a.parts]
+    return out
+
+
+def _timed_from_json(a: object, where: str, problem: PipelineProblem) -> TimedAction:
+    if not isinstance(a, dict):
+        raise InvalidInputError(f"{where}: must be an object")
+    try:
+        kind = str(a["kind"])
+        if kind == "FB":
+            parts = a.get("parts")
+            if not isinstance(parts, list) or len(parts) != 2:
+                raise InvalidInputError(f"{where}.parts: a fused FB action needs two parts")
+            first, second = (
+                Action(stage=int(p["stage"]), kind=str(p["kind"]), microbatch=int(p["microbatch"]))
+                for p in parts
+            )
+            action = Action.fused(first, second)
+        else:
+            action = Action(stage=int(a["stage"]), kind=kind, microbatch=int(a["microbatch"]))
+        device = int(a["device"])
+        start, end = float(a["start"]), float(a["end"])
+    except KeyError as exc:
+        raise InvalidInputError(f"{where}.{exc.args[0]}: missing") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{where}: {exc}") from None
+    if end < start:
+        raise InvalidInputError(f"{where}: ends at {end:g} before it starts at {start:g}")
+    return TimedAction(device=device, action=action, start=start, end=end)
+
+
+def _floats(v: object, where: str, n: int) -> tuple[float, ...]:
+    if v is None:
+        return tuple(0.0 for _ in range(n))
+    if not isinstance(v, list):
+        raise InvalidInputError(f"{where}: must be a list of numbers")
+    try:
+        return tuple(float(x) for x in v)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{where}: must be a list of numbers") from None
+
+
+def _metrics_from_json(m: object, problem: PipelineProblem) -> Metrics:
+    if not isinstance(m, dict):
+        raise InvalidInputError("plan.metrics: must be an object")
+    n = problem.num_devices
+    try:
+        return Metrics(
+            makespan=float(m["makespan"]),
+            bubble_ratio=float(m.get("bubble_ratio", 0.0)),
+            busy_per_device=_floats(m.get("busy_per_device"), "plan.metrics.busy_per_device", n),
+            idle_per_device=_floats(m.get("idle_per_device"), "plan.metrics.idle_per_device", n),
+            span_idle_per_device=_floats(
+                m.get("span_idle_per_device"), "plan.metrics.span_idle_per_device", n
+            ),
+            peak_memory_per_device=_floats(
+                m.get("peak_memory_per_device"), "plan.metrics.peak_memory_per_device", n
+            ),
+            lower_bound=_opt_float(m.get("lower_bound")),
+            gap=_opt_float(m.get("gap")),
+        )
+    except KeyError as exc:
+        raise InvalidInputError(f"plan.metrics.{exc.args[0]}: missing") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"plan.metrics: {exc}") from None
+
+
+def check_plan(plan: Plan) -> list[str]:
+    """Validate a plan as read from a file (claimed metrics included)."""
+    return plan.validate()
+
+
+def plans_table(plans: Sequence[Plan]) -> list[dict[str, object]]:
+    """The `compare --json` rows for a list of plans."""
+    rows = []
+    for p in plans:
+        m = p.metrics
+        rows.append(
+            {
+                "name": p.name,
+                "makespan": m.makespan,
+                "bubble_ratio": m.bubble_ratio,
+                "idle_per_device": list(m.idle_per_device),
+                "span_idle_per_device": list(m.span_idle_per_device),
+                "peak_memory_per_device": list(m.peak_memory_per_device),
+                "valid": not p.validate(),
+            }
+        )
+    return rows
