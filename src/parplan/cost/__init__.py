@@ -12,22 +12,27 @@ from parplan.cost.compute import (
     op_time,
     stage_times,
 )
+from parplan.cost.memory import OPTIMIZER_STATES, StateBytes, sharded_state_bytes, training_state_bytes
 from parplan.cost.profile import PROFILE_FORMAT, OpProfile, Profile, read_profile, write_profile
 
 __all__ = [
     "COLLECTIVES",
     "DEFAULT_EFFICIENCY",
     "MATMUL_KINDS",
+    "OPTIMIZER_STATES",
     "PROFILE_FORMAT",
     "CostModel",
     "Efficiency",
     "OpProfile",
     "Profile",
+    "StateBytes",
     "collective_time",
     "op_time",
     "p2p_time",
     "read_profile",
     "ring_time",
+    "sharded_state_bytes",
     "stage_times",
+    "training_state_bytes",
     "write_profile",
 ]
