@@ -1,0 +1,720 @@
+"""The command line: parse options, call the library, render tables or JSON, map errors to exit codes.
+
+Exit codes (DESIGN.md): 0 ok; 2 bad input; 3 infeasible; 4 no solution in time; 1 internal error.
+``--json`` prints exactly one JSON document on stdout; everything else (progress, notes) goes to
+stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parplan.errors import InvalidInputError, ParplanError
+from parplan.spec import ProblemSpec, build_problem
+
+app = typer.Typer(
+    name="parplan",
+    help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+# ----------------------------------------------------------------------------- shared options
+G_SYN = "Synthetic pipeline"
+G_MOD = "Model on a cluster"
+G_GR = "Graph"
+
+Pp = Annotated[
+    int | None, typer.Option("--pp", help="Pipeline devices (stages per chunk).", rich_help_panel=G_SYN)
+]
+Mbs = Annotated[
+    int | None, typer.Option("--microbatches", "-m", help="Micro-batches per step.", rich_help_panel=G_SYN)
+]
+Placement = Annotated[
+    str | None,
+    typer.Option(help="linear | interleaved | v | bidirectional | free.", rich_help_panel=G_SYN),
+]
+Chunks = Annotated[int | None, typer.Option(help="Stages per device (interleaved).", rich_help_panel=G_SYN)]
+Costs = Annotated[
+    str | None,
+    typer.Option(help="Per-stage pass times, e.g. F=1,I=1,W=1[,FB=3] or F=1,B=2.", rich_help_panel=G_SYN),
+]
+Comm = Annotated[float | None, typer.Option(help="Transfer time between devices.", rich_help_panel=G_SYN)]
+ActMem = Annotated[
+    float | None, typer.Option(help="Activation memory of one stage and micro-batch.", rich_help_panel=G_SYN)
+]
+WgradMem = Annotated[
+    float | None, typer.Option(help="Part of it kept after I until W.", rich_help_panel=G_SYN)
+]
+Model = Annotated[str | None, typer.Option(help="Zoo model name or graph JSON file.", rich_help_panel=G_MOD)]
+ClusterOpt = Annotated[
+    str | None, typer.Option(help="Cluster preset or YAML/JSON file.", rich_help_panel=G_MOD)
+]
+MbSize = Annotated[int | None, typer.Option(help="Samples per micro-batch.", rich_help_panel=G_MOD)]
+SeqLen = Annotated[int | None, typer.Option(help="Tokens per sample.", rich_help_panel=G_MOD)]
+NumLayers = Annotated[
+    int | None, typer.Option(help="Override the model's layer count.", rich_help_panel=G_MOD)
+]
+Dtype = Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | fp8.", rich_help_panel=G_MOD)]
+Profile = Annotated[
+    str | None, typer.Option(help="Measured profile JSON (parplan profile).", rich_help_panel=G_MOD)
+]
+GraphOpt = Annotated[
+    str | None, typer.Option("--graph", help="Operator graph JSON file.", rich_help_panel=G_GR)
+]
+RandomDag = Annotated[
+    str | None, typer.Option(help="Random DAG spec, e.g. ops=100,seed=1,width=8.", rich_help_panel=G_GR)
+]
+Devices = Annotated[int | None, typer.Option(help="Devices to place the graph on.", rich_help_panel=G_GR)]
+Groups = Annotated[
+    int | None, typer.Option(help="Op groups after merging (default: 2 per device).", rich_help_panel=G_GR)
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _spec(**kw: Any) -> ProblemSpec:
+    return ProblemSpec(**{k: v for k, v in kw.items() if v is not None})
+
+
+def _fmt(x: float | None, unit: str = "") -> str:
+    if x is None:
+        return "-"
+    if unit == "s":
+        if x == 0:
+            return "0"
+        if abs(x) >= 1:
+            return f"{x:.3f} s"
+        if abs(x) >= 1e-3:
+            return f"{x * 1e3:.3f} ms"
+        return f"{x * 1e6:.1f} us"
+    if unit == "bytes":
+        return f"{x / 2**30:.2f} GiB"
+    return f"{x:g}"
+
+
+def _emit_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=1, default=_json_default) + "\n")
+
+
+def _json_default(o: object) -> object:
+    if hasattr(o, "to_json"):
+        return o.to_json()  # type: ignore[attr-defined]
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, tuple | set | frozenset):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _run(fn: Callable[[], None]) -> None:
+    """Run a command body; turn ParplanError into one message and its exit code."""
+    try:
+        fn()
+    except ParplanError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except (OSError, KeyboardInterrupt) as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 2) from None
+
+
+# ----------------------------------------------------------------------------- listings
+@app.command()
+def schedules(json_: JsonOpt = False) -> None:
+    """List the built-in expert schedules."""
+
+    def body() -> None:
+        from parplan.schedule.expert import SCHEDULES
+
+        rows = [spec.to_json() for spec in SCHEDULES.values()]
+        if json_:
+            _emit_json({"schedules": rows})
+            return
+        t = Table("name", "placement", "backward", "description", title="built-in schedules")
+        for r in rows:
+            t.add_row(r["name"], r["placement"], "I+W" if r["split_backward"] else "B", r["description"])
+        out.print(t)
+
+    _run(body)
+
+
+@app.command()
+def models(json_: JsonOpt = False) -> None:
+    """List the built-in model zoo."""
+
+    def body() -> None:
+        from parplan.graph.zoo import list_models
+
+        infos = list_models()
+        rows = [
+            {"name": m.name, "family": m.family, "num_params": m.num_params, "description": m.description}
+            for m in infos
+        ]
+        if json_:
+            _emit_json({"models": rows})
+            return
+        t = Table("name", "family", "parameters", "description", title="model zoo")
+        for r in rows:
+            t.add_row(
+                r["name"],
+                r["family"],
+                f"{r['num_params'] / 1e9:.3g} B"
+                if r["num_params"] >= 1e8
+                else f"{r['num_params'] / 1e6:.3g} M",
+                r["description"],
+            )
+        out.print(t)
+
+    _run(body)
+
+
+@app.command()
+def clusters(json_: JsonOpt = False) -> None:
+    """List the cluster presets."""
+
+    def body() -> None:
+        from parplan.cluster_io import cluster_to_json, list_clusters, load_cluster
+
+        rows = []
+        for name, desc in list_clusters():
+            c = load_cluster(name)
+            rows.append(
+                {
+                    "name": name,
+                    "description": desc,
+                    "num_devices": c.num_devices,
+                    "cluster": cluster_to_json(c),
+                }
+            )
+        if json_:
+            _emit_json({"clusters": rows})
+            return
+        t = Table("name", "devices", "description", title="cluster presets")
+        for r in rows:
+            t.add_row(r["name"], str(r["num_devices"]), r["description"])
+        out.print(t)
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- compare
+def _metrics_table(plans: list[Any], unit: str, mem_unit: str, title: str) -> Table:
+    t = Table(
+        "schedule",
+        "makespan",
+        "bubble",
+        "max span idle",
+        "peak mem (max dev)",
+        "peak mem dev0",
+        "valid",
+        title=title,
+    )
+    for p in plans:
+        m = p.metrics
+        problems = p.validate()
+        t.add_row(
+            p.name,
+            _fmt(m.makespan, unit),
+            f"{m.bubble_ratio:.2%}",
+            _fmt(max(m.span_idle_per_device), unit),
+            _fmt(max(m.peak_memory_per_device), mem_unit),
+            _fmt(m.peak_memory_per_device[0], mem_unit),
+            "yes" if not problems else f"[red]no: {problems[0]}[/]",
+        )
+    return t
+
+
+def _write_pictures(
+    plan: Any, gantt: Path | None, trace: Path | None, memory: Path | None = None
+) -> list[Path]:
+    from parplan.report import write_chrome_trace, write_gantt, write_memory_plot
+
+    written = []
+    if gantt is not None:
+        written.append(write_gantt(plan, gantt))
+    if trace is not None:
+        written.append(write_chrome_trace(plan, trace))
+    if memory is not None:
+        written.append(write_memory_plot(plan, memory))
+    return written
+
+
+@app.command()
+def compare(
+    schedules_: Annotated[
+        str | None,
+        typer.Option("--schedules", help="Comma-separated schedule names (default: all applicable)."),
+    ] = None,
+    with_plan: Annotated[bool, typer.Option("--with-plan", help="Also solve with the planner.")] = False,
+    time_limit: Annotated[
+        float, typer.Option(help="Planner time limit in seconds (with --with-plan).")
+    ] = 30.0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write DIR/NAME.json plan files.")
+    ] = None,
+    gantt: Annotated[Path | None, typer.Option(help="Write DIR/NAME.png Gantt charts.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Write DIR/NAME.trace.json Chrome traces.")] = None,
+    json_: JsonOpt = False,
+    pp: Pp = None,
+    microbatches: Mbs = None,
+    placement: Placement = None,
+    chunks: Chunks = None,
+    costs: Costs = None,
+    comm: Comm = None,
+    act_mem: ActMem = None,
+    wgrad_mem: WgradMem = None,
+    model: Model = None,
+    cluster: ClusterOpt = None,
+    microbatch_size: MbSize = None,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    dtype: Dtype = None,
+    profile: Profile = None,
+    graph: GraphOpt = None,
+    random_dag: RandomDag = None,
+    devices: Devices = None,
+    groups: Groups = None,
+    memory_limit: Annotated[
+        float | None, typer.Option(help="Per-device memory limit (problem units).")
+    ] = None,
+) -> None:
+    """Run expert schedules (and optionally the planner) on one PROBLEM and compare them."""
+
+    def body() -> None:
+        from parplan.plan import Plan, plans_table
+        from parplan.schedule.expert import SCHEDULES, applicable_schedules, build_schedule
+
+        problem = build_problem(_spec(**_problem_kwargs(locals_)))
+        if schedules_:
+            names = [s.strip() for s in schedules_.split(",") if s.strip()]
+            for n in names:
+                if n not in SCHEDULES:
+                    build_schedule(n, problem)  # raises the helpful unknown-name message
+        else:
+            names = [n for n, why in applicable_schedules(problem) if why is None]
+            skipped = [(n, why) for n, why in applicable_schedules(problem) if why is not None]
+            for n, why in skipped:
+                err.print(f"[dim]skipped {n}: {why}[/]", highlight=False)
+        plans = [Plan.from_schedule(problem, build_schedule(n, problem)) for n in names]
+        if with_plan:
+            from parplan.solve.api import plan_problem
+
+            baseline = min(plans, key=lambda p: p.metrics.makespan) if plans else None
+            limit = None
+            if baseline is not None and memory_limit is None:
+                limit = max(baseline.metrics.peak_memory_per_device)
+            planned = plan_problem(
+                problem, memory_limit=limit, time_limit_s=time_limit, progress=_progress(json_)
+            )
+            plans.append(planned)
+        _outputs(plans, output, gantt, trace)
+        if json_:
+            _emit_json({"schedules": plans_table(plans)})
+            return
+        out.print(_metrics_table(plans, problem.time_unit, problem.memory_unit, problem.name or "compare"))
+
+    locals_ = locals()
+    _run(body)
+
+
+_PROBLEM_KEYS = (
+    "pp",
+    "microbatches",
+    "placement",
+    "chunks",
+    "costs",
+    "comm",
+    "act_mem",
+    "wgrad_mem",
+    "model",
+    "cluster",
+    "microbatch_size",
+    "seq_len",
+    "num_layers",
+    "dtype",
+    "profile",
+    "graph",
+    "random_dag",
+    "devices",
+    "groups",
+    "memory_limit",
+)
+
+
+def _problem_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: values.get(k) for k in _PROBLEM_KEYS}
+
+
+def _outputs(plans: list[Any], output: Path | None, gantt: Path | None, trace: Path | None) -> None:
+    for p in plans:
+        safe = p.name.replace("/", "_") or "plan"
+        if output is not None:
+            p.write(output / f"{safe}.json")
+        _write_pictures(
+            p,
+            gantt / f"{safe}.png" if gantt is not None else None,
+            trace / f"{safe}.trace.json" if trace is not None else None,
+        )
+    for d, what in ((output, "plans"), (gantt, "Gantt charts"), (trace, "traces")):
+        if d is not None:
+            err.print(f"wrote {len(plans)} {what} to {d}/", highlight=False)
+
+
+# ----------------------------------------------------------------------------- plan
+def _progress(quiet: bool) -> Callable[..., None] | None:
+    """A solver progress callback that prints incumbent, bound, gap and elapsed time to stderr."""
+    if quiet or not err.is_terminal:
+        return None
+    last = {"t": 0.0}
+
+    def show(info: Any = None, *args: Any) -> None:
+        now = time.monotonic()
+        if now - last["t"] < 0.5:
+            return
+        last["t"] = now
+        if hasattr(info, "incumbent"):
+            err.print(
+                f"  incumbent {info.incumbent:g}  bound {info.bound:g}  gap {info.gap:.2%}  "
+                f"elapsed {info.elapsed_s:.1f}s",
+                highlight=False,
+            )
+        else:
+            err.print("  " + " ".join(str(a) for a in (info, *args)), highlight=False)
+
+    return show
+
+
+@app.command()
+def plan(
+    objective: Annotated[
+        str, typer.Option(help="makespan | memory | makespan,memory | memory,makespan.")
+    ] = "makespan",
+    memory_limit: Annotated[
+        float | None, typer.Option(help="Per-device memory limit (problem units).")
+    ] = None,
+    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds.")] = 30.0,
+    backend: Annotated[str, typer.Option(help="cpsat | highs | gurobi.")] = "cpsat",
+    workers: Annotated[int, typer.Option(help="Solver threads.")] = 2,
+    fused: Annotated[bool, typer.Option("--fused", help="Allow DualPipe-style fused F&B tasks.")] = False,
+    deterministic: Annotated[
+        bool, typer.Option(help="One worker, fixed seed: reproducible answers.")
+    ] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the plan file.")] = None,
+    gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart (.png or .svg).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Write a Chrome trace (.json).")] = None,
+    json_: JsonOpt = False,
+    pp: Pp = None,
+    microbatches: Mbs = None,
+    placement: Placement = None,
+    chunks: Chunks = None,
+    costs: Costs = None,
+    comm: Comm = None,
+    act_mem: ActMem = None,
+    wgrad_mem: WgradMem = None,
+    model: Model = None,
+    cluster: ClusterOpt = None,
+    microbatch_size: MbSize = None,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    dtype: Dtype = None,
+    profile: Profile = None,
+    graph: GraphOpt = None,
+    random_dag: RandomDag = None,
+    devices: Devices = None,
+    groups: Groups = None,
+) -> None:
+    """Solve a PROBLEM with the planner (MIP); never worse than the best applicable expert schedule."""
+
+    def body() -> None:
+        from parplan.solve.api import plan_problem
+
+        kw = _problem_kwargs(locals_)
+        kw["memory_limit"] = None  # applied by the planner so the message can name the limit
+        problem = build_problem(_spec(**kw))
+        if not json_:
+            err.print(
+                f"planning {problem.name}: {problem.num_stages} stages, {problem.num_microbatches} micro-batches, {problem.num_devices} devices",
+                highlight=False,
+            )
+        result = plan_problem(
+            problem,
+            objective=objective,
+            memory_limit=memory_limit,
+            time_limit_s=time_limit,
+            backend=backend,
+            workers=workers,
+            deterministic=deterministic,
+            fused=fused,
+            progress=_progress(json_),
+        )
+        if output is not None:
+            result.write(output)
+        _write_pictures(result, gantt, trace)
+        m = result.metrics
+        info = result.solver
+        baseline = result.source.get("baseline") if isinstance(result.source, dict) else None
+        doc = {
+            "status": info.status if info else "heuristic",
+            "makespan": m.makespan,
+            "lower_bound": m.lower_bound,
+            "gap": m.gap,
+            "bubble_ratio": m.bubble_ratio,
+            "peak_memory_per_device": list(m.peak_memory_per_device),
+            "solve_time_s": info.time_s if info else 0.0,
+            "backend": info.backend if info else backend,
+            "baseline": baseline,
+        }
+        if json_:
+            _emit_json(doc)
+            return
+        unit, mu = problem.time_unit, problem.memory_unit
+        t = Table("", "value", title=f"plan: {problem.name}")
+        t.add_row("status", str(doc["status"]))
+        t.add_row("makespan", _fmt(m.makespan, unit))
+        t.add_row("lower bound", _fmt(m.lower_bound, unit))
+        t.add_row("gap", "-" if m.gap is None else f"{m.gap:.2%}")
+        t.add_row("bubble ratio", f"{m.bubble_ratio:.2%}")
+        t.add_row("peak memory (max device)", _fmt(max(m.peak_memory_per_device), mu))
+        if isinstance(baseline, dict):
+            t.add_row(f"baseline ({baseline.get('name')})", _fmt(baseline.get("makespan"), unit))  # type: ignore[arg-type]
+        t.add_row("solve time", f"{doc['solve_time_s']:.2f} s ({doc['backend']})")
+        out.print(t)
+        for path in (output, gantt, trace):
+            if path is not None:
+                err.print(f"wrote {path}", highlight=False)
+
+    locals_ = locals()
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- check / show
+@app.command()
+def check(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Validate a plan file independently and print its metrics (exit 1 when invalid)."""
+
+    def body() -> None:
+        from parplan.plan import read_plan
+        from parplan.simulate import compute_metrics
+
+        p = read_plan(plan_file)
+        errors = p.validate()
+        real = compute_metrics(p.problem, p.timed)
+        if json_:
+            _emit_json(
+                {
+                    "valid": not errors,
+                    "errors": errors,
+                    "makespan": real.makespan,
+                    "bubble_ratio": real.bubble_ratio,
+                    "peak_memory_per_device": list(real.peak_memory_per_device),
+                }
+            )
+        else:
+            if errors:
+                err.print(f"[bold red]invalid plan[/] {plan_file}: {len(errors)} error(s)")
+                for e in errors[:20]:
+                    err.print(f"  {e}", highlight=False, markup=False)
+                if len(errors) > 20:
+                    err.print(f"  ... and {len(errors) - 20} more")
+            else:
+                out.print(f"[green]valid[/] {plan_file}")
+            unit, mu = p.problem.time_unit, p.problem.memory_unit
+            out.print(
+                f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
+                f"peak memory per device {[_fmt(x, mu) for x in real.peak_memory_per_device]}",
+                highlight=False,
+            )
+        if errors:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command()
+def show(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
+    gantt: Annotated[Path | None, typer.Option(help="Write a Gantt chart (.png or .svg).")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Write a Chrome trace (.json).")] = None,
+    memory: Annotated[Path | None, typer.Option(help="Write memory over time (.png or .svg).")] = None,
+    csv: Annotated[
+        Path | None, typer.Option(help="Write torch.distributed.pipelining's compute-only CSV.")
+    ] = None,
+) -> None:
+    """Print a plan's per-device orders and write its pictures and exports."""
+
+    def body() -> None:
+        from parplan.plan import read_plan
+
+        p = read_plan(plan_file)
+        written = _write_pictures(p, gantt, trace, memory)
+        if csv is not None:
+            from parplan.report import write_pipelining_csv
+
+            written.append(write_pipelining_csv(p, csv))
+        m = p.metrics
+        out.print(
+            f"{p.name or plan_file}: makespan {_fmt(m.makespan, p.problem.time_unit)}, "
+            f"bubble {m.bubble_ratio:.2%}, {p.problem.num_devices} devices, {len(p.timed)} actions",
+            highlight=False,
+        )
+        text = p.schedule.to_text()
+        lines = text.splitlines()
+        for line in lines[:64]:
+            out.print(line if len(line) < 400 else line[:400] + " ...", highlight=False, markup=False)
+        for path in written:
+            err.print(f"wrote {path}", highlight=False)
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- fjsp
+@app.command()
+def fjsp(
+    file: Annotated[
+        Path, typer.Argument(metavar="FILE", help="OR-Library job shop or .fjs flexible job shop.")
+    ],
+    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds.")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Solver threads.")] = 2,
+    json_: JsonOpt = False,
+) -> None:
+    """Solve a standard job-shop benchmark with the planner's core (a public check of the solver)."""
+
+    def body() -> None:
+        from parplan.solve.fjsp import solve_fjsp
+
+        r = solve_fjsp(file, time_limit_s=time_limit, workers=workers)
+        doc = {"makespan": r.makespan, "lower_bound": r.lower_bound, "status": r.status, "time_s": r.time_s}
+        if json_:
+            _emit_json(doc)
+        else:
+            out.print(
+                f"{file.name}: makespan {r.makespan:g}, lower bound {r.lower_bound:g}, {r.status}, {r.time_s:.2f} s",
+                highlight=False,
+            )
+
+    _run(body)
+
+
+# ----------------------------------------------------------------------------- frontier
+@app.command()
+def frontier(
+    devices: Annotated[int, typer.Option(help="Devices in the group.")],
+    model: Annotated[str, typer.Option(help="Zoo model name or graph JSON file.")] = "gpt2-small",
+    cluster: Annotated[str, typer.Option(help="Cluster preset or YAML/JSON file.")] = "8xh100",
+    memory_limit: Annotated[
+        float | None, typer.Option(help="Per-device memory limit in bytes (pick the fastest under it).")
+    ] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Iteration time limit in seconds (pick the least memory under it).")
+    ] = None,
+    microbatches: Annotated[
+        int, typer.Option("--microbatches", "-m", help="Micro-batches per iteration.")
+    ] = 1,
+    epsilon: Annotated[float, typer.Option(help="Relative bucket size bounding the frontier.")] = 0.02,
+    microbatch_size: MbSize = None,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    dtype: Dtype = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the frontier JSON.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the Pareto plot (.png or .svg).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """The Pareto frontier of intra-operator strategies: iteration time versus memory per device."""
+
+    def body() -> None:
+        from parplan.cluster_io import load_cluster
+        from parplan.frontier import frontier as ft
+        from parplan.graph.zoo import resolve_model
+
+        opts = {
+            k: v
+            for k, v in {
+                "microbatch_size": microbatch_size,
+                "seq_len": seq_len,
+                "num_layers": num_layers,
+                "dtype": dtype,
+            }.items()
+            if v is not None
+        }
+        graph = resolve_model(model, **opts)
+        cl = load_cluster(cluster)
+        if devices > cl.num_devices:
+            raise InvalidInputError(
+                f"--devices {devices}: cluster {cl.name!r} has only {cl.num_devices} devices"
+            )
+        t0 = time.perf_counter()
+        f = ft(graph, cl, devices=devices, microbatches=microbatches, epsilon=epsilon, dtype=dtype or "bf16")
+        elapsed = time.perf_counter() - t0
+        chosen = None
+        if memory_limit is not None:
+            chosen = f.fastest_under(memory_limit)
+        elif time_limit is not None:
+            chosen = f.least_memory_under(time_limit)
+        doc = f.to_json(chosen=chosen)
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+        if plot is not None:
+            from parplan.report.pareto_plot import write_pareto_plot
+
+            write_pareto_plot(f, plot, chosen=chosen, memory_limit=memory_limit)
+        if json_:
+            _emit_json(doc)
+            return
+        t = Table(
+            "#",
+            "time / iteration",
+            "memory / device",
+            "family",
+            title=f"frontier: {graph.name} on {devices} x {cl.devices[0].kind} ({elapsed:.2f} s)",
+        )
+        for i, pt in enumerate(f.points):
+            mark = " <- chosen" if chosen is not None and pt == chosen else ""
+            t.add_row(str(i), _fmt(pt.time_s, "s"), _fmt(pt.memory_bytes, "bytes"), pt.family + mark)
+        out.print(t)
+        if (memory_limit is not None or time_limit is not None) and chosen is None:
+            raise InvalidInputError(
+                "no frontier point meets the limit; relax --memory-limit/--time-limit or add --devices"
+            )
+        for path in (output, plot):
+            if path is not None:
+                err.print(f"wrote {path}", highlight=False)
+
+    _run(body)
+
+
+def main() -> None:
+    """Entry point of the `parplan` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

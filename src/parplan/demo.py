@@ -1,0 +1,122 @@
+"""`make demo`: the main job on built-in defaults, writing its pictures to one folder.
+
+1. llama-7b on 8 H100s, 4 pipeline stages, 16 micro-batches: every applicable expert schedule and
+   parplan's plan, side by side, with Gantt charts, memory curves and Chrome traces.
+2. DualPipe's own setting (8 devices, 20 micro-batches, F=I=W=1, F&B=3): DualPipe against the
+   planner under DualPipe's peak memory.
+3. The time-memory frontier of llama-7b's intra-operator strategies on 8 H100s.
+
+Usage: python -m parplan.demo [OUT_DIR] [--time-limit S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def _row(table: Table, name: str, m, unit: str, mem_unit: str) -> None:  # type: ignore[no-untyped-def]
+    from parplan.cli import _fmt
+
+    table.add_row(
+        name,
+        _fmt(m.makespan, unit),
+        f"{m.bubble_ratio:.1%}",
+        _fmt(max(m.peak_memory_per_device), mem_unit),
+        "-" if m.lower_bound is None else _fmt(m.lower_bound, unit),
+    )
+
+
+def _pictures(plan, out: Path, stem: str) -> None:  # type: ignore[no-untyped-def]
+    from parplan.report import write_chrome_trace, write_gantt, write_memory_plot
+
+    write_gantt(plan, out / f"{stem}.gantt.png")
+    write_memory_plot(plan, out / f"{stem}.memory.png")
+    write_chrome_trace(plan, out / f"{stem}.trace.json")
+    plan.write(out / f"{stem}.plan.json")
+
+
+def _pipeline_case(
+    title: str, problem, names, out: Path, stem: str, time_limit: float, memory_of: str | None
+):  # type: ignore[no-untyped-def]
+    from parplan.plan import Plan
+    from parplan.schedule.expert import build_schedule
+    from parplan.solve.api import plan_problem
+
+    table = Table("schedule", "makespan", "bubble", "peak memory", "lower bound", title=title)
+    plans = {n: Plan.from_schedule(problem, build_schedule(n, problem)) for n in names}
+    for n, p in plans.items():
+        _row(table, n, p.metrics, problem.time_unit, problem.memory_unit)
+        _pictures(p, out, f"{stem}-{n}")
+    ref = plans[memory_of] if memory_of else min(plans.values(), key=lambda p: p.metrics.makespan)
+    limit = max(ref.metrics.peak_memory_per_device)
+    t0 = time.perf_counter()
+    planned = plan_problem(problem, memory_limit=limit, time_limit_s=time_limit)
+    solve_s = time.perf_counter() - t0
+    _row(table, f"parplan (memory <= {ref.name}'s)", planned.metrics, problem.time_unit, problem.memory_unit)
+    _pictures(planned, out, f"{stem}-parplan")
+    console.print(table)
+    console.print(
+        f"  planner: {planned.solver.status if planned.solver else 'heuristic'} in {solve_s:.1f} s; "
+        f"bubble {planned.metrics.bubble_ratio:.1%} vs {ref.name} {ref.metrics.bubble_ratio:.1%}",
+        highlight=False,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="parplan demo")
+    ap.add_argument("out", nargs="?", default="out/demo")
+    ap.add_argument("--time-limit", type=float, default=10.0, help="planner seconds per case")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+
+    from parplan.cluster_io import load_cluster
+    from parplan.cost.pipeline import model_problem
+    from parplan.graph.zoo import build_model
+    from parplan.schedule.expert import applicable_schedules
+    from parplan.synthetic import synthetic_problem
+
+    # 1. a realistic model
+    graph = build_model("llama-7b", seq_len=4096)
+    cluster = load_cluster("8xh100")
+    problem = model_problem(graph, cluster.subset(4), pp=4, microbatches=16)
+    names = [n for n, why in applicable_schedules(problem) if why is None]
+    _pipeline_case(
+        "llama-7b, 4 x H100, 16 micro-batches", problem, names, out, "llama7b", args.time_limit, None
+    )
+
+    # 2. DualPipe's own setting
+    dp = synthetic_problem(pp=8, microbatches=20, placement="bidirectional", costs="F=1,I=1,W=1,FB=3")
+    _pipeline_case(
+        "DualPipe setting: 8 devices, 20 micro-batches",
+        dp,
+        ["dualpipe"],
+        out,
+        "dualpipe",
+        args.time_limit,
+        "dualpipe",
+    )
+
+    # 3. the time-memory frontier
+    from parplan.frontier import frontier
+    from parplan.report.pareto_plot import write_pareto_plot
+
+    f = frontier(build_model("llama-7b"), cluster, devices=8, microbatches=8)
+    write_pareto_plot(f, out / "llama7b.frontier.png")
+    console.print(
+        f"frontier: llama-7b on 8 x H100: {len(f.points)} Pareto points -> {out / 'llama7b.frontier.png'}"
+    )
+    console.print(f"[green]demo done in {time.perf_counter() - t_start:.0f} s[/]; pictures in {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,198 @@
+"""PROBLEM specifications shared by the commands: synthetic pipelines, models on clusters, graphs.
+
+A ``ProblemSpec`` holds what the user asked for (the CLI fills it from options); ``build_problem``
+turns it into a PipelineProblem, refusing option combinations that would be silently ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from parplan.errors import InvalidInputError
+from parplan.problem import PipelineProblem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProblemSpec:
+    """What a PROBLEM is made of; None means "not given"."""
+
+    # synthetic pipeline
+    pp: int | None = None
+    microbatches: int | None = None
+    placement: str | None = None
+    chunks: int | None = None
+    costs: str | None = None
+    comm: float | None = None
+    act_mem: float | None = None
+    wgrad_mem: float | None = None
+    # model on a cluster
+    model: str | None = None
+    cluster: str | None = None
+    microbatch_size: int | None = None
+    seq_len: int | None = None
+    num_layers: int | None = None
+    dtype: str | None = None
+    profile: str | None = None
+    # graphs
+    graph: str | None = None
+    random_dag: str | None = None
+    devices: int | None = None
+    groups: int | None = None
+    # limits
+    memory_limit: float | None = None
+
+    def given(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def kind(self) -> str:
+        if self.model is not None:
+            return "model"
+        if self.graph is not None or self.random_dag is not None:
+            return "graph"
+        return "synthetic"
+
+
+_OPTION = {name: "--" + name.replace("_", "-") for name in ProblemSpec.__slots__}  # type: ignore[attr-defined]
+
+_ALLOWED = {
+    "synthetic": {
+        "pp",
+        "microbatches",
+        "placement",
+        "chunks",
+        "costs",
+        "comm",
+        "act_mem",
+        "wgrad_mem",
+        "memory_limit",
+    },
+    "model": {
+        "model",
+        "cluster",
+        "pp",
+        "microbatches",
+        "placement",
+        "chunks",
+        "microbatch_size",
+        "seq_len",
+        "num_layers",
+        "dtype",
+        "profile",
+        "memory_limit",
+    },
+    "graph": {
+        "graph",
+        "random_dag",
+        "devices",
+        "microbatches",
+        "cluster",
+        "dtype",
+        "groups",
+        "memory_limit",
+        "comm",
+    },
+}
+
+
+def _refuse_ignored(spec: ProblemSpec) -> None:
+    allowed = _ALLOWED[spec.kind]
+    extra = sorted(set(spec.given()) - allowed)
+    if extra:
+        what = {"synthetic": "a synthetic pipeline", "model": "--model", "graph": "--graph/--random-dag"}[
+            spec.kind
+        ]
+        raise InvalidInputError(
+            f"{', '.join(_OPTION[e] for e in extra)}: not used with {what}; remove "
+            f"{'it' if len(extra) == 1 else 'them'} (accepted here: "
+            f"{', '.join(_OPTION[a] for a in sorted(allowed))})"
+        )
+
+
+def build_problem(spec: ProblemSpec) -> PipelineProblem:
+    """Build the pipeline problem a spec describes.
+
+    Raises
+    ------
+    InvalidInputError
+        For missing or contradictory options, naming the option and how to fix it.
+    """
+    _refuse_ignored(spec)
+    if spec.kind == "synthetic":
+        return _synthetic(spec)
+    if spec.kind == "model":
+        return _model(spec)
+    return _graph(spec)
+
+
+def _synthetic(spec: ProblemSpec) -> PipelineProblem:
+    from parplan.synthetic import synthetic_problem
+
+    if spec.pp is None or spec.microbatches is None:
+        raise InvalidInputError(
+            "PROBLEM: give --pp P --microbatches M (synthetic pipeline), --model NAME --cluster NAME "
+            "--pp P --microbatches M, or --graph FILE / --random-dag ops=N --devices D"
+        )
+    return synthetic_problem(
+        pp=spec.pp,
+        microbatches=spec.microbatches,
+        placement=spec.placement or "linear",
+        costs=spec.costs or "F=1,I=1,W=1",
+        chunks=spec.chunks,
+        comm=spec.comm or 0.0,
+        act_mem=1.0 if spec.act_mem is None else spec.act_mem,
+        wgrad_mem=spec.wgrad_mem or 0.0,
+        memory_limit=spec.memory_limit,
+    )
+
+
+def _model(spec: ProblemSpec) -> PipelineProblem:
+    from parplan.cluster_io import load_cluster
+    from parplan.cost.pipeline import model_problem
+    from parplan.cost.profile import read_profile
+    from parplan.graph.zoo import resolve_model
+
+    if spec.cluster is None:
+        raise InvalidInputError("--model: also give --cluster NAME|FILE (see `parplan clusters`)")
+    if spec.pp is None or spec.microbatches is None:
+        raise InvalidInputError("--model: also give --pp P (pipeline stages) and --microbatches M")
+    options: dict[str, object] = {}
+    for name in ("microbatch_size", "seq_len", "num_layers", "dtype"):
+        value = getattr(spec, name)
+        if value is not None:
+            options[name] = value
+    graph = resolve_model(spec.model or "", **options)
+    cluster = load_cluster(spec.cluster)
+    profile = read_profile(spec.profile) if spec.profile else None
+    return model_problem(
+        graph,
+        cluster,
+        pp=spec.pp,
+        microbatches=spec.microbatches,
+        chunks=spec.chunks or (2 if spec.placement in ("interleaved", "v", "bidirectional") else 1),
+        placement=spec.placement or "linear",
+        dtype=spec.dtype or "bf16",
+        profile=profile,
+        memory_limit=spec.memory_limit,
+    )
+
+
+def _graph(spec: ProblemSpec) -> PipelineProblem:
+    from parplan.graph.io import read_graph
+    from parplan.graph.random_dag import parse_random_dag_spec
+    from parplan.merge import graph_problem
+
+    if spec.graph is not None and spec.random_dag is not None:
+        raise InvalidInputError("--graph and --random-dag: give one of them, not both")
+    if spec.devices is None:
+        raise InvalidInputError("--graph/--random-dag: also give --devices N")
+    graph = read_graph(spec.graph) if spec.graph is not None else parse_random_dag_spec(spec.random_dag or "")
+    return graph_problem(
+        graph,
+        devices=spec.devices,
+        microbatches=spec.microbatches or 1,
+        cluster=spec.cluster,
+        dtype=spec.dtype or "bf16",
+        groups=spec.groups,
+        memory_limit=spec.memory_limit,
+    )
