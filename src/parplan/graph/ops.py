@@ -64,8 +64,10 @@ class Op:
         Shape facts the strategy search needs, as sorted (key, value) pairs. Keys used: ``batch``
         (micro-batch size), ``seq`` (tokens per sample), ``in_features``, ``out_features``,
         ``tp`` (``"column"`` or ``"row"``: which Megatron split fits this linear), ``heads``,
-        ``head_dim``, ``experts`` (routed experts), ``top_k``, ``channels_in``, ``channels_out``,
-        ``spatial`` (H*W of a conv output).
+        ``head_dim``, ``kv_heads`` (grouped-query attention), ``experts`` (routed experts),
+        ``top_k``, ``channels_in``, ``channels_out``, ``spatial`` (H*W of a conv output),
+        ``kernel`` and ``stride`` (conv and pool), ``tied`` (name of the op that owns this op's
+        weights, e.g. a head tied to ``embed``: its ``param_bytes`` are 0).
     """
 
     name: str
