@@ -13,12 +13,14 @@ from parplan.cost.compute import (
     stage_times,
 )
 from parplan.cost.memory import OPTIMIZER_STATES, StateBytes, sharded_state_bytes, training_state_bytes
+from parplan.cost.pipeline import MODEL_PLACEMENTS, balanced_partition, model_problem, partition_units
 from parplan.cost.profile import PROFILE_FORMAT, OpProfile, Profile, read_profile, write_profile
 
 __all__ = [
     "COLLECTIVES",
     "DEFAULT_EFFICIENCY",
     "MATMUL_KINDS",
+    "MODEL_PLACEMENTS",
     "OPTIMIZER_STATES",
     "PROFILE_FORMAT",
     "CostModel",
@@ -26,9 +28,12 @@ __all__ = [
     "OpProfile",
     "Profile",
     "StateBytes",
+    "balanced_partition",
     "collective_time",
+    "model_problem",
     "op_time",
     "p2p_time",
+    "partition_units",
     "read_profile",
     "ring_time",
     "sharded_state_bytes",

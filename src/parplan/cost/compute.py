@@ -194,6 +194,10 @@ class CostModel:
             )
         return self.cluster.devices[device]
 
+    def uses_profile(self, device: int) -> bool:
+        """Whether the profile (if any) applies to device index ``device``."""
+        return device in self._profiled_devices
+
     def measured(self, op: Op, device: int) -> OpProfile | None:
         """The profile entry used for ``op`` on ``device``, or None (roofline)."""
         if device in self._profiled_devices:
