@@ -56,8 +56,8 @@ class Plan:
     def from_schedule(problem: PipelineProblem, schedule: Schedule, **extra: object) -> Plan:
         """Simulate ``schedule`` and wrap the result (metrics included) as a plan."""
         timed = simulate(problem, schedule)
-        source = {"schedule": schedule.name}
-        source.update(extra.pop("source", {}) or {})  # type: ignore[arg-type]
+        source: dict[str, object] = {"schedule": schedule.name}
+        source.update(extra.pop("source", {}) or {})  # type: ignore[arg-type,call-overload]
         return Plan(
             problem=problem,
             timed=timed,
@@ -99,6 +99,8 @@ class Plan:
             "time_unit": p.pop("time_unit"),
             "memory_unit": p.pop("memory_unit"),
         }
+        # the problem's own name would overwrite the plan's: keep it under its own key
+        out["problem_name"] = p.pop("name")
         out.update(p)
         out["actions"] = [_action_json(t) for t in self.timed]
         out["metrics"] = self.metrics.to_json()
@@ -115,7 +117,10 @@ class Plan:
         fmt = data.get("format")
         if fmt != FORMAT:
             raise InvalidInputError(f"plan.format: expected {FORMAT!r}, got {fmt!r}")
-        problem = PipelineProblem.from_json(data, "plan")
+        problem_data = dict(data)
+        if "problem_name" in data:
+            problem_data["name"] = data["problem_name"]
+        problem = PipelineProblem.from_json(problem_data, "plan")
         actions = data.get("actions")
         if not isinstance(actions, list):
             raise InvalidInputError("plan.actions: missing or not a list")
