@@ -28,6 +28,12 @@ def test_registry_covers_the_design_names() -> None:
         assert spec.placement == PLACEMENT[name]
         assert spec.description
     assert not SCHEDULES["1f1b"].needs_split_backward
+    assert SCHEDULES["zb-h1"].to_json() == {
+        "name": "zb-h1",
+        "description": SCHEDULES["zb-h1"].description,
+        "placement": "linear",
+        "split_backward": True,
+    }
     assert SCHEDULES["dualpipe"].needs_split_backward
 
 

@@ -332,6 +332,15 @@ class ScheduleSpec:
     min_microbatches: Callable[[int, int], int] = lambda p, v: 1
     needs_even_devices: bool = False
 
+    def to_json(self) -> dict[str, object]:
+        """The ``parplan schedules --json`` row."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "placement": self.placement,
+            "split_backward": self.needs_split_backward,
+        }
+
 
 SCHEDULES: dict[str, ScheduleSpec] = {
     spec.name: spec
