@@ -1,0 +1,448 @@
+"""The OR-Tools CP-SAT backend: interval variables, no-overlap, cumulative memory, optional placement.
+
+One private method per constraint family, each with its formula; variables are named like
+``start[s,j,k]`` (stage s, micro-batch j, kind k). This module imports OR-Tools at module level and
+is itself imported only when the backend is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from fractions import Fraction
+
+from ortools.sat.python import cp_model
+
+from parplan.errors import InvalidInputError
+from parplan.solve.backend import BackendOptions, BackendResult, Progress
+from parplan.solve.bounds import lower_bounds
+from parplan.solve.model import Assignment, TaskModel
+
+
+class _Callback(cp_model.CpSolverSolutionCallback):
+    """Reports each new incumbent with the bound and the gap, in real units."""
+
+    def __init__(self, report: Callable[[Progress], None], scale: float, t0: float) -> None:
+        super().__init__()
+        self._report = report
+        self._scale = scale
+        self._t0 = t0
+
+    def on_solution_callback(self) -> None:
+        obj = self.objective_value
+        bound = self.best_objective_bound
+        gap = (obj - bound) / obj if obj > 0 else 0.0
+        self._report(
+            Progress(
+                incumbent=obj * self._scale,
+                bound=bound * self._scale,
+                gap=max(0.0, gap),
+                elapsed_s=time.perf_counter() - self._t0,
+            )
+        )
+
+
+class CpSatBackend:
+    """CP-SAT model of a ``TaskModel``.
+
+    Decision variables: ``start[t]``, ``end[t]`` per task; ``x[g,d]`` group g placed on device d
+    (only for groups with several possible devices); ``y[f,b]`` forward f fused with backward b;
+    ``makespan``; ``peak[d]`` when memory is an objective.
+    """
+
+    name = "cpsat"
+
+    def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
+        self.m = model
+        self.opt = options or BackendOptions()
+        if self.opt.objective not in ("makespan", "memory", "weighted"):
+            raise InvalidInputError(
+                f"objective {self.opt.objective!r}: unknown; use makespan, memory or weighted"
+            )
+        self.cp = cp_model.CpModel()
+        self.bounds = lower_bounds(model)
+        self._hinted: set[int] = set()
+        self._variables()
+        self._placement()
+        self._durations()
+        self._precedence()
+        self._no_overlap()
+        self._memory()
+        self._fusion()
+        self._load_cuts()
+        self._critical_path()
+        if self.opt.symmetry:
+            self._microbatch_symmetry()
+            self._device_symmetry()
+        self._contiguous()
+        self._objective()
+
+    # ------------------------------------------------------------------ variables
+    def _variables(self) -> None:
+        m, cp = self.m, self.cp
+        H = self.opt.max_makespan if self.opt.max_makespan is not None else m.horizon
+        H = max(H, self.bounds.best)
+        self.H = H
+        self.start: list[cp_model.IntVar] = []
+        self.end: list[cp_model.IntVar] = []
+        for t in m.tasks:
+            lo = self.bounds.heads[t.index]
+            hi = max(lo, H - self.bounds.tails[t.index])
+            self.start.append(cp.new_int_var(lo, hi, f"start[{t.label}]"))
+            self.end.append(cp.new_int_var(lo, hi, f"end[{t.label}]"))
+        self.x: dict[tuple[int, int], cp_model.IntVar] = {}
+        for g in m.groups:
+            if len(g.devices) > 1:
+                for d in g.devices:
+                    self.x[g.index, d] = cp.new_bool_var(f"x[{g.index},{d}]")
+        self.y: dict[tuple[int, int], cp_model.IntVar] = {}
+        for p in m.fusable:
+            self.y[p.forward, p.backward] = cp.new_bool_var(
+                f"y[{m.tasks[p.forward].label}|{m.tasks[p.backward].label}]"
+            )
+        self.makespan = cp.new_int_var(self.bounds.best, H, "makespan")
+
+    def on(self, group: int, device: int) -> cp_model.IntVar | int:
+        """Literal 'group is on device' (the constant 1 or 0 for fixed groups)."""
+        g = self.m.groups[group]
+        if len(g.devices) == 1:
+            return 1 if g.devices[0] == device else 0
+        return self.x[group, device]
+
+    # ------------------------------------------------------------------ constraint families
+    def _placement(self) -> None:
+        """placement[g]: sum_d x[g,d] = 1 (every group on exactly one allowed device)."""
+        for g in self.m.groups:
+            if len(g.devices) > 1:
+                self.cp.add_exactly_one(self.x[g.index, d] for d in g.devices).with_name(
+                    f"placement[{g.index}]"
+                )
+
+    def _durations(self) -> None:
+        """duration[t]: end[t] = start[t] + sum_d dur[t,d] x[g,d] + sum_pairs (FB - dur) y;
+        and one interval per mode: on[t,d] (optional on x[g,d] and on 'not fused')."""
+        m, cp = self.m, self.cp
+        pairs_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for p in m.fusable:
+            pairs_of[p.forward].append((p.forward, p.backward))
+            pairs_of[p.backward].append((p.forward, p.backward))
+        self.pairs_of = pairs_of
+        self.alone: dict[int, cp_model.IntVar] = {}
+        self.intervals: dict[int, list[cp_model.IntervalVar]] = defaultdict(list)
+        for t in m.tasks:
+            i = t.index
+            if pairs_of[i]:
+                # fusion only exists with fixed placement: one device
+                d, dur = t.durations[0]
+                alone = cp.new_bool_var(f"alone[{t.label}]")
+                cp.add(alone + sum(self.y[p] for p in pairs_of[i]) == 1).with_name(f"fuse_once[{t.label}]")
+                self.alone[i] = alone
+                iv = cp.new_optional_fixed_size_interval_var(self.start[i], dur, alone, f"on[{t.label},{d}]")
+                self.intervals[d].append(iv)
+                ticks = {
+                    p: next(q.ticks for q in m.fusable if (q.forward, q.backward) == p) for p in pairs_of[i]
+                }
+                cp.add(
+                    self.end[i]
+                    == self.start[i] + dur * alone + sum(ticks[p] * self.y[p] for p in pairs_of[i])
+                )
+                continue
+            if len(t.durations) == 1:
+                d, dur = t.durations[0]
+                cp.add(self.end[i] == self.start[i] + dur).with_name(f"duration[{t.label}]")
+                iv = cp.new_fixed_size_interval_var(self.start[i], dur, f"on[{t.label},{d}]")
+                self.intervals[d].append(iv)
+                continue
+            cp.add(
+                self.end[i] == self.start[i] + sum(dur * self.x[t.group, d] for d, dur in t.durations)
+            ).with_name(f"duration[{t.label}]")
+            for d, dur in t.durations:
+                iv = cp.new_optional_fixed_size_interval_var(
+                    self.start[i], dur, self.x[t.group, d], f"on[{t.label},{d}]"
+                )
+                self.intervals[d].append(iv)
+
+    def _same_device(self, g: int, h: int) -> cp_model.IntVar | int:
+        """same[g,h] = sum_d x[g,d] x[h,d] (linearized with one both[g,h,d] per shared device)."""
+        if g == h:
+            return 1
+        key = (min(g, h), max(g, h))
+        if key in self._same:
+            return self._same[key]
+        G, Hh = self.m.groups[g], self.m.groups[h]
+        shared = sorted(set(G.devices) & set(Hh.devices))
+        if not shared:
+            lit: cp_model.IntVar | int = 0
+        elif len(G.devices) == 1 or len(Hh.devices) == 1:
+            fixed, other = (G, Hh) if len(G.devices) == 1 else (Hh, G)
+            lit = (
+                self.on(other.index, fixed.devices[0])
+                if len(other.devices) > 1
+                else int(G.devices == Hh.devices)
+            )
+        else:
+            lit = self.cp.new_bool_var(f"same[{key[0]},{key[1]}]")
+            both = []
+            for d in shared:
+                b = self.cp.new_bool_var(f"both[{key[0]},{key[1]},{d}]")
+                self.cp.add_multiplication_equality(b, [self.x[g, d], self.x[h, d]])
+                both.append(b)
+            self.cp.add(lit == sum(both))
+        self._same[key] = lit
+        return lit
+
+    def _precedence(self) -> None:
+        """precedence[a->b]: start[b] >= end[a] + delay (1 - same[g_a, g_b])."""
+        m, cp = self.m, self.cp
+        self._same: dict[tuple[int, int], cp_model.IntVar | int] = {}
+        for a in m.arcs:
+            src, dst = m.tasks[a.src], m.tasks[a.dst]
+            name = f"precedence[{src.label}->{dst.label}]"
+            if a.delay == 0:
+                cp.add(self.start[a.dst] >= self.end[a.src]).with_name(name)
+                continue
+            same = self._same_device(src.group, dst.group)
+            if isinstance(same, int):
+                cp.add(self.start[a.dst] >= self.end[a.src] + a.delay * (1 - same)).with_name(name)
+            else:
+                cp.add(self.start[a.dst] >= self.end[a.src] + a.delay - a.delay * same).with_name(name)
+
+    def _no_overlap(self) -> None:
+        """no_overlap[d]: the intervals on device d (plain and fused) never overlap."""
+        for d in range(self.m.num_devices):
+            if len(self.intervals[d]) > 1:
+                self.cp.add_no_overlap(self.intervals[d]).with_name(f"no_overlap[{d}]")
+
+    def _static(self, device: int) -> cp_model.LinearExpr | int:
+        """static[d] = sum_g static_mem[g] x[g,d]."""
+        return sum(g.static_mem * self.on(g.index, device) for g in self.m.groups if g.static_mem)
+
+    def _memory(self) -> None:
+        """memory[d]: cumulative over lifetimes [start[first], end[last]) with their demands
+        <= capacity[d] - static[d] (or <= peak[d] - static[d] when memory is optimized)."""
+        m, cp = self.m, self.cp
+        wants_peak = self.opt.objective in ("memory", "weighted") or self.opt.max_memory is not None
+        self.peak: list[cp_model.IntVar] = []
+        by_dev: dict[int, list[tuple[cp_model.IntervalVar, int]]] = defaultdict(list)
+        for k, lt in enumerate(m.lifetimes):
+            f, last = m.tasks[lt.first], m.tasks[lt.last]
+            size = cp.new_int_var(0, self.H, f"life[{f.label}->{last.label}]")
+            g = m.groups[f.group]
+            for d in g.devices:
+                lit = self.on(g.index, d)
+                name = f"alive[{f.label}->{last.label},{d}]#{k}"
+                if isinstance(lit, int):
+                    iv = cp.new_interval_var(self.start[lt.first], size, self.end[lt.last], name)
+                else:
+                    iv = cp.new_optional_interval_var(
+                        self.start[lt.first], size, self.end[lt.last], lit, name
+                    )
+                by_dev[d].append((iv, lt.demand))
+        caps = m.capacity or tuple(None for _ in range(m.num_devices))
+        self._peak_hi = 0
+        for d in range(m.num_devices):
+            items = by_dev.get(d, [])
+            static = self._static(d)
+            if wants_peak:
+                hi = sum(g.static_mem for g in m.groups if d in g.devices) + sum(q for _, q in items)
+                if caps[d] is not None:
+                    hi = min(hi, caps[d])
+                peak = cp.new_int_var(0, max(hi, 0), f"peak[{d}]")
+                self._peak_hi = max(self._peak_hi, hi)
+                self.peak.append(peak)
+                cp.add(peak >= static).with_name(f"static_fits[{d}]")
+                if items:
+                    cp.add_cumulative(
+                        [iv for iv, _ in items], [q for _, q in items], peak - static
+                    ).with_name(f"memory[{d}]")
+                continue
+            cap = caps[d]
+            if cap is None:
+                continue
+            cp.add(static <= cap).with_name(f"static_fits[{d}]")
+            if not items:
+                continue
+            fixed_static = m.fixed_static(d) if m.is_fixed else 0
+            if m.is_fixed and fixed_static + sum(q for _, q in items) <= cap:
+                continue  # even all activations at once fit: the cumulative would be redundant
+            cp.add_cumulative([iv for iv, _ in items], [q for _, q in items], cap - static).with_name(
+                f"memory[{d}]"
+            )
+
+    def _fusion(self) -> None:
+        """fused[f,b]: y[f,b] => start[f] = start[b]; one FB interval on the device, present iff y."""
+        m, cp = self.m, self.cp
+        for p in m.fusable:
+            y = self.y[p.forward, p.backward]
+            cp.add(self.start[p.forward] == self.start[p.backward]).only_enforce_if(y)
+            name = f"fused[{m.tasks[p.forward].label}|{m.tasks[p.backward].label}]"
+            self.intervals[p.device].append(
+                cp.new_optional_fixed_size_interval_var(self.start[p.forward], p.ticks, y, name)
+            )
+
+    def _load_cuts(self) -> None:
+        """load[d]: makespan >= min_head[d] + sum of durations on d + min_tail[d] (redundant, helps
+        the bound: the solver otherwise proves it only by branching)."""
+        if not self.opt.load_cuts:
+            return
+        m, cp = self.m, self.cp
+        heads, tails = self.bounds.heads, self.bounds.tails
+        for d in range(m.num_devices):
+            tasks = [t for t in m.tasks if any(dd == d for dd, _ in t.durations)]
+            if not tasks:
+                continue
+            head = min(heads[t.index] for t in tasks)
+            tail = min(tails[t.index] for t in tasks)
+            work: list[cp_model.LinearExpr | int] = []
+            for t in tasks:
+                dur = t.duration_on(d)
+                if t.index in self.alone:
+                    work.append(dur * self.alone[t.index])
+                elif len(t.durations) == 1:
+                    work.append(dur)
+                else:
+                    work.append(dur * self.x[t.group, d])
+            work += [p.ticks * self.y[p.forward, p.backward] for p in m.fusable if p.device == d]
+            if m.is_fixed:
+                cp.add(self.makespan >= head + sum(work) + tail).with_name(f"load[{d}]")
+            else:
+                cp.add(self.makespan >= sum(work)).with_name(f"load[{d}]")
+
+    def _critical_path(self) -> None:
+        """tail[t]: makespan >= end[t] + tail[t] (tail = shortest possible rest of the path after t);
+        the heads are the lower bounds of start[t]."""
+        for t in self.m.tasks:
+            self.cp.add(self.makespan >= self.end[t.index] + self.bounds.tails[t.index])
+
+    def _microbatch_symmetry(self) -> None:
+        """fifo[c,k]: start[c_k+1] >= end[c_k] along every chain of identical micro-batches (valid
+        by relabeling, see ``pipeline_model``; skipped with fused pairs, whose unequal durations break
+        the relabeling argument)."""
+        if self.m.fusable:
+            return
+        for c, chain in enumerate(self.m.chains):
+            for a, b in itertools.pairwise(chain):
+                self.cp.add(self.start[b] >= self.end[a]).with_name(f"fifo[{c},{a}]")
+
+    def _device_symmetry(self) -> None:
+        """devsym[g,d]: x[g,d] <= sum_{h<g} x[h,d-1] on identical devices (a device is used only after
+        the previous one: number devices by the first group they receive)."""
+        m = self.m
+        if not m.interchangeable_devices:
+            return
+        groups = [g for g in m.groups if len(g.devices) == m.num_devices]
+        for k, g in enumerate(groups):
+            for d in range(1, m.num_devices):
+                earlier = [self.x[h.index, d - 1] for h in groups[:k]]
+                self.cp.add(self.x[g.index, d] <= sum(earlier)).with_name(f"devsym[{g.index},{d}]")
+
+    def _contiguous(self) -> None:
+        """contiguous[g]: dev[next(g)] >= dev[g] along the chain, dev[g] = sum_d d x[g,d]."""
+        chain = self.m.group_chain
+        for g, h in itertools.pairwise(chain):
+            dev_g = sum(d * self.on(g, d) for d in self.m.groups[g].devices)
+            dev_h = sum(d * self.on(h, d) for d in self.m.groups[h].devices)
+            self.cp.add(dev_h >= dev_g).with_name(f"contiguous[{g}]")
+
+    def _objective(self) -> None:
+        """minimize makespan | max_d peak[d] | makespan + w * max_d peak[d]; optional caps on both."""
+        cp, opt = self.cp, self.opt
+        if opt.max_makespan is not None:
+            cp.add(self.makespan <= opt.max_makespan)
+        peak_max = None
+        if self.peak:
+            peak_max = cp.new_int_var(0, self._peak_hi, "peak_max")
+            cp.add_max_equality(peak_max, self.peak)
+            if opt.max_memory is not None:
+                cp.add(peak_max <= opt.max_memory)
+        self.peak_max = peak_max
+        if opt.objective == "makespan":
+            cp.minimize(self.makespan)
+        elif opt.objective == "memory":
+            assert peak_max is not None
+            cp.minimize(peak_max)
+        else:
+            assert peak_max is not None
+            w = Fraction(opt.memory_weight).limit_denominator(1000)
+            cp.minimize(w.denominator * self.makespan + w.numerator * peak_max)
+
+    # ------------------------------------------------------------------ hints and solving
+    def add_hint(self, sol: Assignment) -> None:
+        """Warm start from ``sol`` (each variable hinted at most once: repeats make CP-SAT reject the
+        model as MODEL_INVALID, so a second call is ignored)."""
+        if self._hinted:
+            return
+        m, cp = self.m, self.cp
+        fused = set(sol.fused)
+        for t in m.tasks:
+            cp.add_hint(self.start[t.index], sol.start[t.index])
+            cp.add_hint(self.end[t.index], sol.end(m, t.index))
+            if t.index in self.alone:
+                cp.add_hint(self.alone[t.index], not any(t.index in p for p in fused))
+            self._hinted.add(t.index)
+        for (g, d), var in self.x.items():
+            dev = sol.device[m.tasks_of_group[g][0]] if m.tasks_of_group[g] else -1
+            cp.add_hint(var, dev == d)
+        for key, var in self.y.items():
+            cp.add_hint(var, key in fused)
+        cp.add_hint(self.makespan, sol.makespan(m))
+
+    def solve(
+        self,
+        *,
+        time_limit_s: float,
+        workers: int = 2,
+        deterministic: bool = False,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> BackendResult:
+        """Run CP-SAT; statuses map to optimal / feasible / infeasible / unknown."""
+        solver = cp_model.CpSolver()
+        p = solver.parameters
+        p.max_time_in_seconds = float(time_limit_s)
+        p.num_workers = 1 if deterministic else max(1, int(workers))
+        p.random_seed = 0
+        if deterministic:
+            p.interleave_search = False
+        t0 = time.perf_counter()
+        scale = self.m.tick if self.opt.objective == "makespan" else 1.0
+        if self.opt.objective == "memory":
+            scale = self.m.mem_quantum
+        cb = _Callback(progress, scale, t0) if progress is not None else None
+        status = solver.solve(self.cp, cb)
+        elapsed = time.perf_counter() - t0
+        names = {
+            cp_model.OPTIMAL: "optimal",
+            cp_model.FEASIBLE: "feasible",
+            cp_model.INFEASIBLE: "infeasible",
+            cp_model.MODEL_INVALID: "invalid",
+        }
+        name = names.get(status, "unknown")
+        if name == "invalid":
+            from parplan.errors import InternalError
+
+            raise InternalError(f"CP-SAT rejected the model: {self.cp.validate()}")
+        if name not in ("optimal", "feasible"):
+            return BackendResult(status=name, assignment=None, objective=None, bound=None, time_s=elapsed)
+        m = self.m
+        device = []
+        for t in m.tasks:
+            g = m.groups[t.group]
+            device.append(
+                g.devices[0]
+                if len(g.devices) == 1
+                else next(d for d in g.devices if solver.value(self.x[g.index, d]))
+            )
+        fused = tuple(k for k, v in self.y.items() if solver.value(v))
+        sol = Assignment(
+            device=tuple(device), start=tuple(int(solver.value(s)) for s in self.start), fused=fused
+        )
+        return BackendResult(
+            status=name,
+            assignment=sol,
+            objective=round(solver.objective_value),
+            bound=math.ceil(solver.best_objective_bound - 1e-6),
+            time_s=elapsed,
+        )

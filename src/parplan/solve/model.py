@@ -1,0 +1,631 @@
+"""The backend-neutral task model: integer-tick tasks, placement groups, arcs, memory lifetimes.
+
+Built once from a ``PipelineProblem`` (``build_model``) or from a flexible job shop (``parplan.solve.
+fjsp``); every solver backend and the list-scheduling heuristic read only this. Time is converted to
+integer ticks in exactly one place (``choose_quantum``), memory to integer quanta the same way; both
+sizes are kept in the model so answers convert back. Imports no solver.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+
+from parplan.errors import InvalidInputError
+from parplan.problem import PipelineProblem
+
+#: Durations above this many ticks switch from an exact tick to a rounded one.
+MAX_EXACT_TICKS = 100_000
+#: With a rounded tick, the longest duration spans this many ticks (relative rounding <= 1e-4).
+ROUNDED_TICKS = 10_000
+#: Memory values above this many quanta switch to a rounded quantum.
+MAX_EXACT_QUANTA = 10_000_000
+
+
+def choose_quantum(values: Iterable[float], *, max_exact: int, rounded: int) -> tuple[float, bool]:
+    """The unit that turns ``values`` into integers, and whether the conversion is exact.
+
+    When every value is a fraction with a small denominator (unit costs, halves, tenths) the unit
+    is their greatest common divisor, so conversion is exact; otherwise the largest value spans
+    ``rounded`` units and the rest is rounded (durations up, so real plans are never longer).
+    """
+    vals = [float(v) for v in values if v and v > 0]
+    if not vals:
+        return 1.0, True
+    fracs = [Fraction(v).limit_denominator(1000) for v in vals]
+    if all(abs(float(f) - v) <= 1e-12 * max(1.0, v) for f, v in zip(fracs, vals)):
+        den = 1
+        for f in fracs:
+            den = den * f.denominator // math.gcd(den, f.denominator)
+        num = 0
+        for f in fracs:
+            num = math.gcd(num, int(f * den))
+        unit = Fraction(num, den)
+        if max(vals) / float(unit) <= max_exact:
+            return float(unit), True
+    return max(vals) / rounded, False
+
+
+def to_ticks(value: float, tick: float) -> int:
+    """Ceil of ``value / tick``, forgiving float noise (3.0000000001 ticks is 3)."""
+    x = value / tick
+    r = round(x)
+    if abs(x - r) <= 1e-9 * max(1.0, abs(x)):
+        return int(r)
+    return math.ceil(x)
+
+
+def to_ticks_floor(value: float, tick: float) -> int:
+    """Floor of ``value / tick``, forgiving float noise (for lower bounds in rounded models)."""
+    return to_quanta_floor(value, tick)
+
+
+def to_quanta_floor(value: float, quantum: float) -> int:
+    """Floor of ``value / quantum``, forgiving float noise (used for limits: never more lenient)."""
+    x = value / quantum
+    r = round(x)
+    if abs(x - r) <= 1e-9 * max(1.0, abs(x)):
+        return int(r)
+    return math.floor(x)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    """One unit of work: a pass of a stage for a micro-batch, or an operation of a job.
+
+    ``key`` identifies it in the source problem: (stage, kind, microbatch) for pipelines,
+    (job, operation, "op") for job shops. ``durations`` lists (device, ticks) alternatives.
+    """
+
+    index: int
+    key: tuple[int, str, int]
+    group: int
+    durations: tuple[tuple[int, int], ...]
+
+    @property
+    def label(self) -> str:
+        s, k, j = self.key
+        return f"{s},{j},{k}"
+
+    def duration_on(self, device: int) -> int:
+        for d, t in self.durations:
+            if d == device:
+                return t
+        raise KeyError(device)
+
+    @property
+    def min_duration(self) -> int:
+        return min(t for _, t in self.durations)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Group:
+    """Tasks that must share one device (a stage: its weights live there; or one job-shop operation).
+
+    ``static_mem`` (quanta) is held by the device the group is placed on for the whole step.
+    """
+
+    index: int
+    name: str
+    devices: tuple[int, ...]
+    static_mem: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arc:
+    """``dst`` starts after ``src`` ends, plus ``delay`` ticks when they run on different devices."""
+
+    src: int
+    dst: int
+    delay: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lifetime:
+    """``demand`` memory quanta held on the device from the start of ``first`` to the end of ``last``."""
+
+    first: int
+    last: int
+    demand: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FusablePair:
+    """A forward task and a backward task of another stage that may run fused for ``ticks``."""
+
+    forward: int
+    backward: int
+    device: int
+    ticks: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskModel:
+    """A scheduling problem in integer ticks, independent of any solver.
+
+    Parameters
+    ----------
+    tick
+        Real time units per tick; ``exact_time`` says whether every duration converted exactly.
+    mem_quantum
+        Real memory units per quantum.
+    capacity
+        Per device, the memory limit in quanta (None = unlimited). Static memory counts against it.
+    chains
+        Task sequences that may be ordered without losing optimality (identical micro-batches, see
+        ``pipeline_model``): start[t_k] <= start[t_k+1] and end[t_k] <= start[t_k+1].
+    interchangeable_devices
+        Whether permuting devices maps solutions to solutions of equal cost (device symmetry).
+    group_chain
+        Groups in chain order, for the contiguous placement option.
+    """
+
+    tick: float
+    exact_time: bool
+    mem_quantum: float
+    num_devices: int
+    tasks: tuple[Task, ...]
+    groups: tuple[Group, ...]
+    arcs: tuple[Arc, ...]
+    lifetimes: tuple[Lifetime, ...] = ()
+    capacity: tuple[int | None, ...] = ()
+    chains: tuple[tuple[int, ...], ...] = ()
+    fusable: tuple[FusablePair, ...] = ()
+    interchangeable_devices: bool = False
+    group_chain: tuple[int, ...] = ()
+    name: str = ""
+
+    # ------------------------------------------------------------------ lookups
+    @cached_property
+    def preds(self) -> tuple[tuple[Arc, ...], ...]:
+        out: list[list[Arc]] = [[] for _ in self.tasks]
+        for a in self.arcs:
+            out[a.dst].append(a)
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def succs(self) -> tuple[tuple[Arc, ...], ...]:
+        out: list[list[Arc]] = [[] for _ in self.tasks]
+        for a in self.arcs:
+            out[a.src].append(a)
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def topo_order(self) -> tuple[int, ...]:
+        indeg = [len(p) for p in self.preds]
+        stack = [t for t in range(len(self.tasks)) if indeg[t] == 0]
+        order: list[int] = []
+        while stack:
+            t = stack.pop()
+            order.append(t)
+            for a in self.succs[t]:
+                indeg[a.dst] -= 1
+                if indeg[a.dst] == 0:
+                    stack.append(a.dst)
+        if len(order) != len(self.tasks):
+            raise InvalidInputError("task model: the precedence arcs have a cycle")
+        return tuple(order)
+
+    @cached_property
+    def tasks_of_group(self) -> tuple[tuple[int, ...], ...]:
+        out: list[list[int]] = [[] for _ in self.groups]
+        for t in self.tasks:
+            out[t.group].append(t.index)
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def task_of_key(self) -> dict[tuple[int, str, int], int]:
+        return {t.key: t.index for t in self.tasks}
+
+    @property
+    def is_fixed(self) -> bool:
+        """Whether every group has exactly one possible device."""
+        return all(len(g.devices) == 1 for g in self.groups)
+
+    @property
+    def has_memory(self) -> bool:
+        return bool(self.lifetimes) or any(g.static_mem for g in self.groups)
+
+    def fixed_static(self, device: int) -> int:
+        """Static memory of ``device`` from groups that can only run there."""
+        return sum(g.static_mem for g in self.groups if g.devices == (device,))
+
+    @cached_property
+    def horizon(self) -> int:
+        """A makespan no schedule needs to exceed: everything in sequence, with every delay."""
+        total = sum(max(t for _, t in task.durations) for task in self.tasks)
+        return total + sum(a.delay for a in self.arcs) + 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """A solution in ticks: each task's device and start; ``fused`` pairs (forward, backward)."""
+
+    device: tuple[int, ...]
+    start: tuple[int, ...]
+    fused: tuple[tuple[int, int], ...] = ()
+
+    def end(self, model: TaskModel, task: int) -> int:
+        return self.start[task] + self.duration(model, task)
+
+    def duration(self, model: TaskModel, task: int) -> int:
+        for fwd, bwd in self.fused:
+            if task in (fwd, bwd):
+                pair = next(p for p in model.fusable if p.forward == fwd and p.backward == bwd)
+                return pair.ticks
+        return model.tasks[task].duration_on(self.device[task])
+
+    def makespan(self, model: TaskModel) -> int:
+        return max((self.end(model, t) for t in range(len(model.tasks))), default=0)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
+    """Every rule of the model broken by ``sol`` (empty = feasible), in ticks; backend-independent."""
+    out: list[str] = []
+    n = len(model.tasks)
+    if len(sol.device) != n or len(sol.start) != n:
+        return [f"assignment has {len(sol.start)} starts for {n} tasks"]
+    group_dev: dict[int, int] = {}
+    for t in model.tasks:
+        d = sol.device[t.index]
+        if d not in {x for x, _ in t.durations}:
+            out.append(f"task {t.label}: device {d} is not allowed")
+        if group_dev.setdefault(t.group, d) != d:
+            out.append(f"task {t.label}: group {t.group} split over devices {group_dev[t.group]} and {d}")
+        if sol.start[t.index] < 0:
+            out.append(f"task {t.label}: starts before 0")
+    for a in model.arcs:
+        delay = a.delay if sol.device[a.src] != sol.device[a.dst] else 0
+        if sol.start[a.dst] < sol.end(model, a.src) + delay:
+            out.append(
+                f"arc {model.tasks[a.src].label}->{model.tasks[a.dst].label}: starts "
+                f"{sol.start[a.dst]} < {sol.end(model, a.src)} + {delay}"
+            )
+    in_pair = {t for pair in sol.fused for t in pair[1:]}
+    by_dev: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for t in range(n):
+        if t in in_pair:
+            continue
+        by_dev[sol.device[t]].append((sol.start[t], sol.end(model, t), t))
+    for d, items in by_dev.items():
+        items.sort()
+        for (_s0, e0, t0), (s1, _e1, t1) in itertools.pairwise(items):
+            if s1 < e0:
+                out.append(
+                    f"device {d}: {model.tasks[t1].label} starts {s1} before {model.tasks[t0].label} ends {e0}"
+                )
+    for fwd, bwd in sol.fused:
+        if sol.start[fwd] != sol.start[bwd] or sol.device[fwd] != sol.device[bwd]:
+            out.append(f"fused pair {model.tasks[fwd].label}&{model.tasks[bwd].label}: not together")
+    for d in range(model.num_devices):
+        cap = model.capacity[d] if model.capacity else None
+        if cap is None:
+            continue
+        peak = peak_level(model, sol, d)
+        if peak > cap:
+            out.append(f"device {d}: memory reaches {peak} > capacity {cap} quanta")
+    return out
+
+
+def peak_level(model: TaskModel, sol: Assignment, device: int) -> int:
+    """Peak memory (quanta, static included) of ``device`` under ``sol``; releases before allocations."""
+    static = sum(
+        g.static_mem
+        for g in model.groups
+        if any(sol.device[t] == device for t in model.tasks_of_group[g.index])
+    )
+    events: list[tuple[int, int]] = []
+    for lt in model.lifetimes:
+        if sol.device[lt.first] != device:
+            continue
+        events.append((sol.start[lt.first], lt.demand))
+        events.append((sol.end(model, lt.last), -lt.demand))
+    level = peak = static
+    for _, delta in sorted(events):
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+# ---------------------------------------------------------------------------- pipelines
+
+
+def pipeline_model(
+    problem: PipelineProblem,
+    *,
+    memory_limit: float | None = None,
+    fused: bool = False,
+    contiguous: bool = False,
+    round_down: bool = False,
+) -> TaskModel:
+    """The task model of a pipeline problem.
+
+    Parameters
+    ----------
+    memory_limit
+        Overrides every device's memory limit (same units as the problem); None keeps the problem's.
+    fused
+        Offer DualPipe-style fused pairs: the forward of one stage with the backward (I, or B when
+        the backward is not split) of another stage on the same device, lasting the forward stage's
+        FB time. Only for fixed placement and stages that give an FB time below the pair's sum.
+    contiguous
+        For free placement of a chain: devices must not decrease along the chain.
+    round_down
+        Round real durations down instead of up (a model whose bounds hold for the real problem).
+
+    Notes
+    -----
+    Symmetry: micro-batches with the same route are identical. Sorting, on every stage and pass
+    kind, the passes of such micro-batches by start time (relabeling) keeps a schedule feasible
+    with the same makespan and memory: the k-th earliest F of a stage starts after the k-th earliest
+    end of each producer's F (it needs k distinct ones), likewise for I/B and W; the set of
+    intervals on each device is unchanged, and so is the memory curve (it counts F starts and
+    I/W/B ends, whatever their labels). Hence ordering them by micro-batch index cuts no optimum.
+    """
+    n_dev = problem.num_devices
+    limits = [memory_limit if memory_limit is not None else d.memory_limit for d in problem.devices]
+
+    kinds = ("F", *problem.backward_kinds())
+    durations: list[float] = []
+    for st in problem.stages:
+        devs = [st.device] if st.device is not None else list(range(n_dev))
+        for d in devs:
+            c = st.cost_on(d)
+            durations += [c.of(k) for k in kinds]
+            if fused and c.FB is not None:
+                durations.append(c.FB)
+    durations += [e.comm for e in problem.edges]
+    tick, exact = choose_quantum(durations, max_exact=MAX_EXACT_TICKS, rounded=ROUNDED_TICKS)
+    ticks = to_ticks_floor if round_down else to_ticks
+
+    mem_values: list[float] = []
+    for st in problem.stages:
+        mem_values += [st.act_mem, st.wgrad_mem, st.act_mem - st.wgrad_mem, st.param_mem]
+    mem_values += [x for x in limits if x is not None]
+    quantum, _ = choose_quantum(mem_values, max_exact=MAX_EXACT_QUANTA, rounded=MAX_EXACT_QUANTA)
+
+    groups = tuple(
+        Group(
+            index=st.index,
+            name=st.name or f"stage{st.index}",
+            devices=(st.device,) if st.device is not None else tuple(range(n_dev)),
+            static_mem=to_ticks(st.param_mem, quantum),
+        )
+        for st in problem.stages
+    )
+
+    tasks: list[Task] = []
+    key_index: dict[tuple[int, str, int], int] = {}
+
+    def add(stage: int, kind: str, mb: int) -> int:
+        st = problem.stages[stage]
+        durs = tuple((d, ticks(st.cost_on(d).of(kind), tick)) for d in groups[stage].devices)
+        idx = len(tasks)
+        tasks.append(Task(index=idx, key=(stage, kind, mb), group=stage, durations=durs))
+        key_index[(stage, kind, mb)] = idx
+        return idx
+
+    arcs: list[Arc] = []
+    lifetimes: list[Lifetime] = []
+    for mb in problem.microbatches:
+        j = mb.index
+        order = [s for s in problem.topo_order if problem.passes(j, s)]
+        for s in order:
+            add(s, "F", j)
+        for s in reversed(order):
+            for k in problem.backward_kinds():
+                add(s, k, j)
+        for s in order:
+            f = key_index[(s, "F", j)]
+            for e in problem.mb_preds(j, s):
+                arcs.append(Arc(src=key_index[(e.src, "F", j)], dst=f, delay=ticks(e.comm, tick)))
+            back = key_index[(s, "I" if problem.split_backward else "B", j)]
+            arcs.append(Arc(src=f, dst=back))
+            for e in problem.mb_succs(j, s):
+                src = key_index[(e.dst, "I" if problem.split_backward else "B", j)]
+                arcs.append(Arc(src=src, dst=back, delay=ticks(e.comm, tick)))
+            st = problem.stages[s]
+            if problem.split_backward:
+                w = key_index[(s, "W", j)]
+                arcs.append(Arc(src=back, dst=w))
+                keep = to_ticks(st.act_mem - st.wgrad_mem, quantum)
+                wg = to_ticks(st.wgrad_mem, quantum)
+                if keep:
+                    lifetimes.append(Lifetime(first=f, last=back, demand=keep))
+                if wg:
+                    lifetimes.append(Lifetime(first=f, last=w, demand=wg))
+            else:
+                act = to_ticks(st.act_mem, quantum)
+                if act:
+                    lifetimes.append(Lifetime(first=f, last=back, demand=act))
+
+    # identical micro-batches (same route) -> FIFO chains per (stage, kind); see Notes
+    by_route: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for mb in problem.microbatches:
+        by_route[tuple(sorted(mb.stages))].append(mb.index)
+    chains: list[tuple[int, ...]] = []
+    for route, mbs in by_route.items():
+        if len(mbs) < 2:
+            continue
+        for s in route:
+            for k in kinds:
+                chains.append(tuple(key_index[(s, k, j)] for j in sorted(mbs)))
+
+    fusable: list[FusablePair] = []
+    if fused and problem.is_placed:
+        back_kind = "I" if problem.split_backward else "B"
+        for fwd_stage in problem.stages:
+            d = fwd_stage.device
+            assert d is not None
+            fb = fwd_stage.cost_on(d).FB
+            if fb is None:
+                continue
+            fb_ticks = ticks(fb, tick)
+            for bwd_stage in problem.stages:
+                if bwd_stage.device != d or bwd_stage.index == fwd_stage.index:
+                    continue
+                for mf in problem.microbatches:
+                    if not problem.passes(mf.index, fwd_stage.index):
+                        continue
+                    ft = key_index[(fwd_stage.index, "F", mf.index)]
+                    for mbk in problem.microbatches:
+                        if not problem.passes(mbk.index, bwd_stage.index):
+                            continue
+                        bt = key_index[(bwd_stage.index, back_kind, mbk.index)]
+                        if fb_ticks < tasks[ft].durations[0][1] + tasks[bt].durations[0][1]:
+                            fusable.append(FusablePair(forward=ft, backward=bt, device=d, ticks=fb_ticks))
+
+    # free placement on identical devices: any permutation of devices is an equivalent solution
+    interchangeable = (
+        not problem.is_placed
+        and all(st.device is None for st in problem.stages)
+        and all(not st.device_costs for st in problem.stages)
+        and len(set(limits)) == 1
+    )
+    group_chain: tuple[int, ...] = ()
+    if contiguous:
+        if problem.is_placed:
+            raise InvalidInputError(
+                "contiguous: only for free placement (the problem's stages are already placed)"
+            )
+        if not _is_stage_chain(problem):
+            raise InvalidInputError(
+                "contiguous: needs the stages to form one chain (stage k feeds stage k+1)"
+            )
+        group_chain = tuple(problem.topo_order)
+
+    capacity = tuple(None if x is None else to_quanta_floor(x, quantum) for x in limits)
+    return TaskModel(
+        tick=tick,
+        exact_time=exact,
+        mem_quantum=quantum,
+        num_devices=n_dev,
+        tasks=tuple(tasks),
+        groups=groups,
+        arcs=tuple(arcs),
+        lifetimes=tuple(lifetimes),
+        capacity=capacity,
+        chains=tuple(chains),
+        fusable=tuple(fusable),
+        interchangeable_devices=bool(interchangeable),
+        group_chain=group_chain,
+        name=problem.name,
+    )
+
+
+def _is_stage_chain(problem: PipelineProblem) -> bool:
+    order = problem.topo_order
+    edges = {(e.src, e.dst) for e in problem.edges}
+    return len(edges) == len(order) - 1 and all((a, b) in edges for a, b in itertools.pairwise(order))
+
+
+def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]:
+    """Necessary conditions on memory: per device, static memory plus one activation fits the limit.
+
+    Returns one message per device that cannot fit, naming the numbers and the smallest limit that
+    passes this check.
+    """
+    msgs: list[str] = []
+    q = model.mem_quantum
+    if model.is_fixed:
+        for d in range(model.num_devices):
+            cap = model.capacity[d]
+            if cap is None:
+                continue
+            static = model.fixed_static(d)
+            act = max(
+                (
+                    lt.demand + _partner_demand(model, lt)
+                    for lt in model.lifetimes
+                    if model.tasks[lt.first].durations[0][0] == d
+                ),
+                default=0,
+            )
+            if static + act > cap:
+                msgs.append(
+                    f"device {d}: static memory {static * q:g} + one activation {act * q:g} = "
+                    f"{(static + act) * q:g} > limit {cap * q:g}"
+                )
+    else:
+        caps = [c for c in model.capacity if c is not None]
+        if len(caps) == model.num_devices:
+            need = max(
+                (
+                    g.static_mem
+                    + max(
+                        (lt.demand for lt in model.lifetimes if model.tasks[lt.first].group == g.index),
+                        default=0,
+                    )
+                )
+                for g in model.groups
+            )
+            if need > max(caps):
+                msgs.append(
+                    f"every device: one stage's static memory plus one activation needs {need * q:g} > "
+                    f"largest limit {max(caps) * q:g}"
+                )
+    return msgs
+
+
+def _partner_demand(model: TaskModel, lt: Lifetime) -> int:
+    """The other lifetime starting with the same forward (wgrad part), held at the same time."""
+    return sum(o.demand for o in model.lifetimes if o.first == lt.first and o is not lt and o.last != lt.last)
+
+
+def retime(
+    model: TaskModel,
+    orders: Sequence[Sequence[int]],
+    device_of: Sequence[int],
+    fused: Sequence[tuple[int, int]] = (),
+) -> Assignment | None:
+    """ASAP start ticks of tasks run in the given per-device orders; None on a deadlock.
+
+    A fused pair appears in the order as its forward task; its backward starts with it.
+    """
+    n = len(model.tasks)
+    partner = {f: b for f, b in fused}
+    pair_ticks = {(p.forward, p.backward): p.ticks for p in model.fusable}
+    start = [-1] * n
+    end = [-1] * n
+    heads = [0] * len(orders)
+    free = [0] * len(orders)
+    progress = True
+    while progress:
+        progress = False
+        for d, order in enumerate(orders):
+            while heads[d] < len(order):
+                t = order[heads[d]]
+                members = [t] + ([partner[t]] if t in partner else [])
+                ready = free[d]
+                ok = True
+                for m in members:
+                    for a in model.preds[m]:
+                        if a.src in members:
+                            continue
+                        if end[a.src] < 0:
+                            ok = False
+                            break
+                        delay = a.delay if device_of[a.src] != d else 0
+                        ready = max(ready, end[a.src] + delay)
+                    if not ok:
+                        break
+                if not ok:
+                    break
+                dur = pair_ticks[(t, partner[t])] if t in partner else model.tasks[t].duration_on(d)
+                for m in members:
+                    start[m] = ready
+                    end[m] = ready + dur
+                free[d] = ready + dur
+                heads[d] += 1
+                progress = True
+    if any(s < 0 for s in start):
+        return None
+    return Assignment(device=tuple(device_of), start=tuple(start), fused=tuple(fused))
