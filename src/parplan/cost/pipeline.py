@@ -34,7 +34,8 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
     heterogeneous devices are handled exactly. Dynamic program over prefix sums:
     ``best[j][i] = min_t max(best[j-1][t], cost_j(t..i))``; since ``best[j-1][t]`` rises and
     ``cost_j(t..i)`` falls with ``t``, the optimal ``t`` sits where the two cross and is found by
-    bisection: ``O(parts * units * log units)``.
+    bisection: ``O(parts * units * log units)``. With different rows (devices of different speeds)
+    ``best[j-1]`` need not rise, and every ``t`` is scanned: ``O(parts * units^2)``.
 
     Parameters
     ----------
@@ -62,6 +63,10 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
                 raise InvalidInputError(f"partition: unit costs must be >= 0, got {c}")
             acc.append(acc[-1] + c)
         prefix.append(acc)
+    # The bisection needs best[j-1][t] to rise with t. That holds when every part costs the same
+    # (an emptied last part can be refilled by splitting another at no cost), not across devices
+    # of different speeds, where we scan every t: O(parts * units^2).
+    same_rows = all(row == prefix[0] for row in prefix)
     inf = float("inf")
     # best[i]: optimum for the first i units in j+1 parts; choice[j][i]: start of part j.
     best = [inf] * (n + 1)
@@ -78,9 +83,12 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
             def seg(t: int, pj: list[float] = pj, i: int = i) -> float:
                 return pj[i] - pj[t]
 
-            # smallest t with best[t] >= seg(t): the crossing point
-            t_star = lo + bisect.bisect_left(range(lo, hi + 1), True, key=lambda t: best[t] >= seg(t))
-            cands = [t for t in (t_star - 1, t_star) if lo <= t <= hi]
+            if same_rows:
+                # smallest t with best[t] >= seg(t): the crossing point
+                t_star = lo + bisect.bisect_left(range(lo, hi + 1), True, key=lambda t: best[t] >= seg(t))
+                cands = range(max(lo, t_star - 1), min(hi, t_star) + 1)
+            else:
+                cands = range(lo, hi + 1)
             value, t_best = min((max(best[t], seg(t)), t) for t in cands)
             new[i], ch[i] = value, t_best
         best = new
