@@ -27,7 +27,7 @@ def _machine() -> str:
         import ortools
 
         ort = ortools.__version__
-    except Exception:  # noqa: BLE001 - informative only
+    except Exception:
         ort = "?"
     return (
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
