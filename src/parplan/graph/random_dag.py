@@ -49,10 +49,11 @@ def random_dag(
     width
         Operators per middle level.
     fan_in
-        Maximum predecessors of an operator (the sink takes every last-level operator).
+        Maximum predecessors of an operator (each draws 1..fan_in), exceeded only where a level is
+        too narrow to give every operator above it a successor (the sink, a short last level).
     fan_out
-        Preferred maximum successors: exceeded only when needed to keep every operator connected
-        to the sink (a wider next level or the single sink).
+        Maximum successors, exceeded only where a level is wider than the one above can feed
+        (e.g. the single source feeds the whole first level).
     cost_spread
         Ratio between the largest and the smallest possible draw of each cost (>= 1).
     flops, param_bytes, act_bytes, out_bytes
@@ -106,33 +107,45 @@ def random_dag(
         levels.append([ops - 1])
 
     out_deg = [0] * ops
-    edges: list[tuple[int, int]] = []
+    edges: set[tuple[int, int]] = set()
+
+    def link(p: int, v: int) -> None:
+        edges.add((p, v))
+        out_deg[p] += 1
+        preds[v].append(p)
+
     for lv in range(1, len(levels)):
         prev, cur = levels[lv - 1], levels[lv]
-        has_succ = set()
-        in_deg = dict.fromkeys(cur, 0)
-        if len(cur) == 1 and lv == len(levels) - 1:
-            # The sink gathers everything of the last level so that every op reaches it.
-            for p in prev:
-                edges.append((p, cur[0]))
-                out_deg[p] += 1
-            continue
+        preds: dict[int, list[int]] = {v: [] for v in cur}
+        cap = min(fan_in, len(prev))
+        target = {v: rng.randint(1, cap) for v in cur}
+        # Every op of `prev` needs a successor: raise targets (beyond fan_in only if `cur` is too
+        # narrow to take them all otherwise, e.g. the sink or a short last level).
+        short = len(prev) - sum(target.values())
+        for v in rng.sample(cur, len(cur)):
+            if short <= 0:
+                break
+            more = min(short, cap - target[v])
+            target[v] += more
+            short -= more
+        while short > 0:
+            for v in cur[:short]:
+                target[v] += 1
+            short -= min(short, len(cur))
+        # Cover `prev` first (one successor each, into the op with the most room left), ...
+        for p in rng.sample(prev, len(prev)):
+            v = max(cur, key=lambda x: (target[x] - len(preds[x]), rng.random()))
+            link(p, v)
+        # ... then fill the remaining in-edges from ops under fan_out; every op needs one.
         for v in cur:
-            k = rng.randint(1, min(fan_in, len(prev)))
-            free = [p for p in prev if out_deg[p] < fan_out]
-            pool = free if len(free) >= k else prev
-            for p in rng.sample(pool, k):
-                edges.append((p, v))
-                out_deg[p] += 1
-                has_succ.add(p)
-            in_deg[v] = k
-        # Ops of the previous level left without a successor get one (fewest in-edges first).
-        for p in prev:
-            if p not in has_succ:
-                v = min(cur, key=lambda x: (in_deg[x], rng.random()))
-                edges.append((p, v))
-                out_deg[p] += 1
-                in_deg[v] += 1
+            want = target[v] - len(preds[v])
+            if want <= 0:
+                continue
+            free = [p for p in prev if out_deg[p] < fan_out and (p, v) not in edges]
+            for p in rng.sample(free, min(want, len(free))):
+                link(p, v)
+            if not preds[v]:
+                link(rng.choice(prev), v)  # a level wider than fan_out allows: exceed fan_out
 
     level_of = [0] * ops
     for lv, members in enumerate(levels):
@@ -171,7 +184,7 @@ def random_dag(
     return OpGraph(
         name=f"random-dag-{ops}-{seed}",
         ops=tuple(op_list),
-        edges=tuple(Edge(src=s, dst=t, bytes=op_list[s].out_bytes) for s, t in edges),
+        edges=tuple(Edge(src=s, dst=t, bytes=op_list[s].out_bytes) for s, t in sorted(edges)),
         meta=tuple(sorted(meta.items())),
     )
 

@@ -517,7 +517,7 @@ def _meta(model: str, b: int, dtype: str, **kw: Any) -> dict[str, Any]:
 def _build_lm(name: str, cfg: _TfConfig, *, b: int, dtype: str, seq_len: int, num_layers: int) -> OpGraph:
     if cfg.max_positions is not None and seq_len > cfg.max_positions:
         raise InvalidInputError(
-            f"model {name!r}: seq_len={seq_len} exceeds its {cfg.max_positions} learned positions; "
+            f"seq_len: model {name!r} has {cfg.max_positions} learned positions, got {seq_len}; "
             f"use --seq-len <= {cfg.max_positions}"
         )
     g = _Builder(b=b, d=DTYPE_BYTES[dtype])
@@ -534,8 +534,8 @@ def _build_mm(
 ) -> OpGraph:
     if image_size % mm.patch or image_size < mm.patch:
         raise InvalidInputError(
-            f"model {name!r}: image_size={image_size} is not a positive multiple of the patch size "
-            f"{mm.patch}; use e.g. --image-size {max(mm.patch, image_size // mm.patch * mm.patch)}"
+            f"image_size: model {name!r} needs a multiple of its patch size {mm.patch}, got "
+            f"{image_size}; use e.g. --image-size {max(mm.patch, image_size // mm.patch * mm.patch)}"
         )
     g = _Builder(b=b, d=DTYPE_BYTES[dtype])
     d = g.d
