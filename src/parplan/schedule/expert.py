@@ -121,15 +121,49 @@ def zb_h2(num_devices: int, num_microbatches: int) -> Orders:
 
 
 def zb_v(num_devices: int, num_microbatches: int) -> Orders:
-    """ZB-V (Qi et al., controllable memory): V placement, stages d and 2p-1-d on device d.
+    """ZB-V (Qi et al., "Pipeline parallelism with controllable memory"): V placement, 1F1B memory.
 
-    The order is built the way the paper builds it, by a greedy unit-time list schedule with the
-    1F1B memory budget (2p stage activations per device, held from F to W): a ready I first, then a
-    forward while under budget, the second chunk before the first, else the oldest pending W.
-    Orders read off a feasible timed schedule never deadlock under other costs.
+    Device d holds stage d (chunk 0) and stage 2p-1-d (chunk 1). Warm-up: 2(p-d)-1 forwards of
+    chunk 0, then d pairs (F1, F0), then p-d triples (F1, I1, W1). Steady: F0, I0, W0, F1, I1, W1.
+    Cool-down: d pairs (I0, I1), p-d pairs (I0, W0), then the pending W of chunk 1 and chunk 0.
+    Needs m >= 2p-1; peak 2p stage activations (1F1B's p full-model ones), idle (p-1)max(F, I)
+    per device.
     """
     p, m = num_devices, num_microbatches
-    return _greedy_chain(p, m, [s if s < p else 2 * p - 1 - s for s in range(2 * p)], budget=2 * p)
+    return [_zb_v_device(p, m, d) for d in range(p)]
+
+
+def _zb_v_device(p: int, m: int, d: int) -> list[Action]:
+    """The ZB-V order of device ``d``; ``run("F0", ...)`` appends the next pass of a chunk."""
+    stage = (d, 2 * p - 1 - d)
+    nxt = {"F0": 0, "F1": 0, "I0": 0, "I1": 0, "W0": 0, "W1": 0}
+    order: list[Action] = []
+    make = {"F": F, "I": I, "W": W}
+
+    def run(*names: str) -> None:
+        for name in names:
+            order.append(make[name[0]](stage[int(name[1])], nxt[name]))
+            nxt[name] += 1
+
+    for _ in range(2 * (p - d) - 1):
+        run("F0")
+    for _ in range(d):
+        run("F1", "F0")
+    for _ in range(p - d):
+        run("F1", "I1", "W1")
+    while nxt["F1"] < nxt["F0"] or nxt["F0"] < m:
+        if nxt["F0"] < m:
+            run("F0")
+        run("I0", "W0", "F1", "I1", "W1")
+    for _ in range(d):
+        run("I0", "I1")
+    for _ in range(p - d):
+        run("I0", "W0")
+    while nxt["W1"] < nxt["I1"]:
+        run("W1")
+    while nxt["W0"] < nxt["I0"]:
+        run("W0")
+    return order
 
 
 def _greedy_chain(p: int, m: int, device_of: list[int], *, budget: int) -> Orders:
@@ -386,6 +420,7 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             placement="v",
             needs_split_backward=True,
             build=lambda p, m, v: zb_v(p, m),
+            min_microbatches=lambda p, v: 2 * p - 1,
         ),
         ScheduleSpec(
             name="dualpipe",
@@ -441,7 +476,7 @@ def _precondition_error(spec: ScheduleSpec, problem: PipelineProblem) -> str | N
         return f"{name}: needs an even number of micro-batches, got --microbatches {m}"
     least = spec.min_microbatches(p, v)
     if m < least:
-        rule = "2*pp" if least == 2 * p else str(least)
+        rule = {2 * p: "2*pp", 2 * p - 1: "2*pp-1"}.get(least, str(least))
         return f"{name}: needs --microbatches >= {rule} ({least}), got {m}"
     if name == "interleaved-1f1b" and m % p:
         return f"{name}: needs --microbatches a multiple of --pp {p}, got {m}"
