@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
+from parplan.schedule.expert import applicable_schedules
 from parplan.spec import ProblemSpec, build_problem
 
 app = typer.Typer(
@@ -29,6 +31,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
+if not out.is_terminal:  # piped output: do not squeeze tables into 80 columns
+    out = Console(width=150)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -136,11 +140,25 @@ def _run(fn: Callable[[], None]) -> None:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
-    except (OSError, KeyboardInterrupt) as exc:
+    except KeyboardInterrupt:
+        err.print("[bold red]interrupted[/]")
+        raise typer.Exit(130) from None
+    except OSError as exc:
         if _state["debug"]:
             raise
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(130 if isinstance(exc, KeyboardInterrupt) else 2) from None
+        raise typer.Exit(2) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        err.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+            "(a parplan bug: rerun with `parplan --debug ...` for the traceback and report it)",
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
 
 
 # ----------------------------------------------------------------------------- listings
@@ -307,36 +325,59 @@ def compare(
 
     def body() -> None:
         from parplan.plan import Plan, plans_table
-        from parplan.schedule.expert import SCHEDULES, applicable_schedules, build_schedule
+        from parplan.schedule.expert import SCHEDULES, build_schedule
 
-        problem = build_problem(_spec(**_problem_kwargs(locals_)))
+        spec = _spec(**_problem_kwargs(locals_))
+        # A model can be cut for any placement: without --placement, each schedule gets its own.
+        auto = placement is None and spec.kind == "model"
+        problems: dict[str | None, Any] = {}
+
+        def problem_for(name: str | None) -> Any:
+            key = SCHEDULES[name].placement if (auto and name in SCHEDULES) else None
+            if key not in problems:
+                problems[key] = build_problem(replace(spec, placement=key) if key else spec)
+            return problems[key]
+
+        base = problem_for(None)
         if schedules_:
             names = [s.strip() for s in schedules_.split(",") if s.strip()]
             for n in names:
-                if n not in SCHEDULES:
-                    build_schedule(n, problem)  # raises the helpful unknown-name message
+                build_schedule(n, problem_for(n) if n in SCHEDULES else base)  # unknown/precondition
         else:
-            names = [n for n, why in applicable_schedules(problem) if why is None]
-            skipped = [(n, why) for n, why in applicable_schedules(problem) if why is not None]
-            for n, why in skipped:
-                err.print(f"[dim]skipped {n}: {why}[/]", highlight=False)
-        plans = [Plan.from_schedule(problem, build_schedule(n, problem)) for n in names]
+            names = []
+            for n in SCHEDULES:
+                try:
+                    problem_for(n)
+                except ParplanError as exc:
+                    err.print(f"[dim]skipped {n}: {exc}[/]", highlight=False)
+                    continue
+                why = dict(applicable_schedules(problem_for(n)))[n]
+                if why is None:
+                    names.append(n)
+                else:
+                    err.print(f"[dim]skipped {why}[/]", highlight=False)
+        plans = [Plan.from_schedule(problem_for(n), build_schedule(n, problem_for(n))) for n in names]
         if with_plan:
             from parplan.solve.api import plan_problem
 
-            baseline = min(plans, key=lambda p: p.metrics.makespan) if plans else None
-            limit = None
-            if baseline is not None and memory_limit is None:
-                limit = max(baseline.metrics.peak_memory_per_device)
-            planned = plan_problem(
-                problem, memory_limit=limit, time_limit_s=time_limit, progress=_progress(json_)
+            same = [p for p in plans if p.problem is base]
+            limit = memory_limit
+            if limit is None and same:
+                best = min(same, key=lambda p: p.metrics.makespan)
+                limit = max(best.metrics.peak_memory_per_device)
+            plans.append(
+                plan_problem(base, memory_limit=limit, time_limit_s=time_limit, progress=_progress(json_))
             )
-            plans.append(planned)
+        if not plans:
+            raise InvalidInputError("compare: no schedule applies to this problem (see the skipped reasons)")
         _outputs(plans, output, gantt, trace)
         if json_:
             _emit_json({"schedules": plans_table(plans)})
             return
-        out.print(_metrics_table(plans, problem.time_unit, problem.memory_unit, problem.name or "compare"))
+        title = base.name or "compare"
+        if auto:
+            title = title.replace(f" {base.placement}", "") + " (each schedule on its own placement)"
+        out.print(_metrics_table(plans, base.time_unit, base.memory_unit, title))
 
     locals_ = locals()
     _run(body)
