@@ -8,6 +8,7 @@ re-time them with ``parplan.simulate`` and validate; never return anything worse
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,12 +147,25 @@ def _timed_from_ticks(problem: PipelineProblem, model: TaskModel, sol: Assignmen
     return tuple(sorted(out, key=lambda t: (t.start, t.device)))
 
 
+def placed_problem(problem: PipelineProblem, model: TaskModel, sol: Assignment) -> PipelineProblem:
+    """``problem`` with every unplaced stage on the device ``sol`` chose (a plan file names devices)."""
+    if problem.is_placed:
+        return problem
+    stages = []
+    for st in problem.stages:
+        members = model.tasks_of_group[st.index]
+        device = sol.device[members[0]] if members else 0
+        stages.append(st if st.device is not None else dataclasses.replace(st, device=device))
+    return problem.with_stages(stages)
+
+
 def assignment_plan(problem: PipelineProblem, model: TaskModel, sol: Assignment, name: str) -> Plan:
     """A validated plan from a tick assignment: ASAP re-timing by the simulator, or the solver's own
     timing if re-timing breaks a memory limit; InternalError if neither validates."""
     problems = check_assignment(model, sol)
     if problems:
         raise InternalError(f"{name}: solver answer breaks the model: {problems[:3]}")
+    problem = placed_problem(problem, model, sol)
     schedule = to_schedule(model, sol, name)
     plan = Plan.from_schedule(problem, schedule)
     if not plan.validate():
@@ -287,11 +301,10 @@ def plan_problem(
 
     starts = warm_starts(problem, model) if warm_start else []
     mem_first = objective.startswith("memory")
+    first = objective.split(",")[0]
 
     def key(w: WarmStart) -> tuple[float, float]:
-        m = w.plan.metrics
-        peak = max(m.peak_memory_per_device)
-        return (peak, m.makespan) if mem_first else (m.makespan, peak)
+        return _plan_score(w.plan, first, memory_weight)
 
     baseline = min(starts, key=key) if starts else None
     expert = [w for w in starts if not w.name.startswith("list-")]
@@ -338,7 +351,9 @@ def plan_problem(
             )
         if result.assignment is not None:
             cand = result.assignment
-            if sol is None or _better(model, cand, sol, phase):
+            if sol is None or _sol_score(model, cand, phase, memory_weight) < _sol_score(
+                model, sol, phase, memory_weight
+            ):
                 sol = cand
         if result.status != "optimal":
             proven = False
@@ -353,7 +368,9 @@ def plan_problem(
 
     assert sol is not None and result is not None
     plan = assignment_plan(problem, model, sol, "parplan")
-    if baseline is not None and _plan_key(baseline.plan, mem_first) < _plan_key(plan, mem_first):
+    if baseline is not None and _plan_score(baseline.plan, first, memory_weight) < _plan_score(
+        plan, first, memory_weight
+    ):
         plan, proven = baseline.plan, False  # the solver's answer rounds worse than its warm start
     ms_bound_ticks = bounds.best
     if objective in ("makespan", "makespan,memory") and solver_bound is not None:
@@ -406,16 +423,25 @@ def plan_problem(
     return out
 
 
-def _better(model: TaskModel, a: Assignment, b: Assignment, phase: str) -> bool:
+def _score(phase: str, makespan: float, peak: float, memory_weight: float) -> tuple[float, float]:
+    """What ``phase`` minimizes, then the other measure as tie-break (real units, rounded for ties)."""
     if phase == "memory":
-        return (_peak(model, a), a.makespan(model)) < (_peak(model, b), b.makespan(model))
-    return (a.makespan(model), _peak(model, a)) < (b.makespan(model), _peak(model, b))
+        key = (peak, makespan)
+    elif phase == "weighted":
+        key = (makespan + memory_weight * peak, makespan)
+    else:
+        key = (makespan, peak)
+    return (round(key[0], 9), round(key[1], 9))
 
 
-def _plan_key(plan: Plan, mem_first: bool) -> tuple[float, float]:
-    m = plan.metrics
-    peak = max(m.peak_memory_per_device)
-    return (round(peak, 9), round(m.makespan, 9)) if mem_first else (round(m.makespan, 9), round(peak, 9))
+def _sol_score(model: TaskModel, sol: Assignment, phase: str, memory_weight: float) -> tuple[float, float]:
+    return _score(
+        phase, sol.makespan(model) * model.tick, _peak(model, sol) * model.mem_quantum, memory_weight
+    )
+
+
+def _plan_score(plan: Plan, phase: str, memory_weight: float) -> tuple[float, float]:
+    return _score(phase, plan.metrics.makespan, max(plan.metrics.peak_memory_per_device), memory_weight)
 
 
 # ---------------------------------------------------------------------------- infeasibility

@@ -1,0 +1,290 @@
+"""Planner tests: exact optima of tiny problems, one per constraint family, errors, warm starts."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from parplan.errors import InfeasibleError, InvalidInputError, SolverUnavailableError
+from parplan.plan import Plan
+from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage
+from parplan.solve import lower_bounds, pipeline_model, plan_problem
+from parplan.solve.api import to_schedule, warm_starts
+from parplan.solve.backend import BackendOptions
+from parplan.solve.cpsat import CpSatBackend
+from parplan.solve.heuristics import RULES, list_schedule
+from parplan.solve.model import check_assignment, choose_quantum
+from parplan.synthetic import synthetic_problem
+
+
+def solve(problem: PipelineProblem, **kw: object) -> Plan:
+    kw.setdefault("deterministic", True)
+    kw.setdefault("time_limit_s", 20.0)
+    plan = plan_problem(problem, **kw)  # type: ignore[arg-type]
+    assert plan.validate() == []
+    return plan
+
+
+def model_optimum(problem: PipelineProblem, **opts: object) -> int:
+    """Optimal makespan in ticks straight from the backend (no warm start), for A/B comparisons."""
+    model = pipeline_model(problem)
+    res = CpSatBackend(model, BackendOptions(**opts)).solve(time_limit_s=20, deterministic=True)  # type: ignore[arg-type]
+    assert res.status == "optimal"
+    assert res.objective is not None
+    return res.objective
+
+
+# ---------------------------------------------------------------------------- exact optima
+
+
+def test_single_stage_single_microbatch_is_the_sum_of_its_passes() -> None:
+    # one device, one micro-batch: F, I, W in sequence, 1 + 2 + 3
+    plan = solve(synthetic_problem(pp=1, microbatches=1, costs="F=1,I=2,W=3"))
+    assert plan.metrics.makespan == 6
+    assert plan.solver is not None and plan.solver.status == "optimal"
+
+
+def test_two_stages_two_microbatches() -> None:
+    # device 1 has 6 units of work and cannot start before F(0,0) ends at 1: >= 7, and 7 is reached
+    plan = solve(synthetic_problem(pp=2, microbatches=2))
+    assert plan.metrics.makespan == 7
+    assert plan.metrics.lower_bound == 7
+    assert plan.metrics.gap == 0
+
+
+def test_unsplit_backward_matches_1f1b() -> None:
+    # p=2, m=3, F=1, B=2: (m + p - 1)(F + B) = 12 is the load bound of device 1 (1 + 9 + 2)
+    plan = solve(synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2"))
+    assert plan.metrics.makespan == 12
+
+
+# ---------------------------------------------------------------------------- constraint families
+
+
+def test_memory_limit_alone_changes_the_optimum() -> None:
+    # limit 1 activation: device 0 may start F(0, j+1) only after B(0, j): micro-batches run one
+    # by one, 3 * (1 + 1 + 2 + 2) = 18. With 2 activations 1F1B fits again: 12.
+    problem = synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2")
+    assert solve(problem, memory_limit=1).metrics.makespan == 18
+    plan = solve(problem, memory_limit=2)
+    assert plan.metrics.makespan == 12
+    assert max(plan.metrics.peak_memory_per_device) <= 2
+
+
+def test_wgrad_memory_kept_until_w() -> None:
+    # act 2 of which wgrad 1 stays until W; limit 2 on one device: F0 I0 must free 1 before ... the
+    # next F allocates 2, so W0 must run before F1: F I W F I W = 2 * (1+1+1) = 6 either way, and the
+    # peak stays at 2.
+    problem = synthetic_problem(pp=1, microbatches=2, act_mem=2, wgrad_mem=1)
+    plan = solve(problem, memory_limit=2)
+    assert plan.metrics.makespan == 6
+    assert plan.metrics.peak_memory_per_device == (2.0,)
+    order = [str(a) for a in plan.schedule.orders[0]]
+    assert order.index("0W0") < order.index("0F1")
+
+
+def test_communication_only_across_devices() -> None:
+    # two chained stages, one micro-batch, comm 10: on two devices F, 10, F, B, 10, B = 24; free
+    # placement puts both stages on one device and pays no communication: F F B B = 4.
+    fixed = synthetic_problem(pp=2, microbatches=1, costs="F=1,B=1", comm=10)
+    assert solve(fixed).metrics.makespan == 24
+    free = synthetic_problem(pp=2, microbatches=1, placement="free", costs="F=1,B=1", comm=10)
+    plan = solve(free)
+    assert plan.metrics.makespan == 4
+    assert len({t.device for t in plan.timed}) == 1
+
+
+def test_free_placement_picks_the_faster_device() -> None:
+    # one stage, two devices; device 1 is three times faster: 2 micro-batches * (1 + 1) = 4 there,
+    # 12 on device 0
+    slow, fast = PassTimes(F=3, B=3), PassTimes(F=1, B=1)
+    problem = PipelineProblem(
+        devices=(Device(index=0, name="slow"), Device(index=1, name="fast")),
+        stages=(Stage(index=0, name="s", cost=fast, device_costs=(slow, fast)),),
+        edges=(),
+        microbatches=(Microbatch(index=0, stages=(0,)), Microbatch(index=1, stages=(0,))),
+        split_backward=False,
+        placement="free",
+    )
+    plan = solve(problem)
+    assert plan.metrics.makespan == 4
+    assert {t.device for t in plan.timed} == {1}
+
+
+def test_contiguous_placement_is_monotone() -> None:
+    # 4 chained stages on 2 devices, comm 0: contiguous 2+2 balances load; every device order must
+    # follow the chain
+    problem = synthetic_problem(pp=2, microbatches=2, placement="free", chunks=2, costs="F=1,B=1")
+    plan = solve(problem, contiguous=True)
+    dev = {t.action.stage: t.device for t in plan.timed}
+    assert [dev[s] for s in range(4)] == sorted(dev[s] for s in range(4))
+    # total work 2 mb * 4 stages * 2 = 16 over 2 devices: >= 8; the chain adds the pipeline fill
+    assert plan.metrics.makespan >= 8
+
+
+def test_load_cut_changes_the_bound_not_the_optimum() -> None:
+    # p=4, m=4 unit F/I/W: device 3 cannot start before 3 and has 12 units: load bound 15, and the
+    # one-micro-batch critical path is 4 F + 4 I + 1 W = 9
+    problem = synthetic_problem(pp=4, microbatches=4)
+    b = lower_bounds(pipeline_model(problem))
+    assert (b.load, b.critical_path) == (15, 9)
+    assert model_optimum(problem, load_cuts=True) == model_optimum(problem, load_cuts=False)
+
+
+@pytest.mark.parametrize(
+    ("kw", "limit"),
+    [
+        (dict(pp=2, microbatches=3, costs="F=1,B=2"), 1),
+        (dict(pp=3, microbatches=3, costs="F=1,I=2,W=1"), 2),
+        (dict(pp=2, microbatches=4, placement="bidirectional", costs="F=1,I=1,W=1"), 3),
+        (dict(pp=2, microbatches=3, costs="F=2,I=1,W=1", act_mem=2, wgrad_mem=1), 3),
+    ],
+)
+def test_microbatch_symmetry_breaking_keeps_the_optimum(kw: dict[str, object], limit: float) -> None:
+    # the FIFO order of identical micro-batches is a relabeling (pipeline_model's Notes): the
+    # optimum with and without it must agree, with and without a memory limit
+    for memory_limit in (None, limit):
+        problem = synthetic_problem(**kw, memory_limit=memory_limit)  # type: ignore[arg-type]
+        assert model_optimum(problem, symmetry=True) == model_optimum(problem, symmetry=False)
+
+
+def test_fused_pairs_shorten_a_bidirectional_pipeline() -> None:
+    # DualPipe's F&B: F=1 and B=2 overlapped in 2 instead of 3 saves time on every device
+    problem = synthetic_problem(pp=2, microbatches=4, placement="bidirectional", costs="F=1,B=2,FB=2")
+    plain = solve(problem).metrics.makespan
+    fused_plan = solve(problem, fused=True)
+    assert fused_plan.metrics.makespan < plain
+    assert any(t.action.is_fused for t in fused_plan.timed)
+
+
+# ---------------------------------------------------------------------------- objectives
+
+
+def test_memory_and_lexicographic_objectives() -> None:
+    # p=2, m=3, F=1, B=2: the least memory is one activation per device (micro-batches one by one,
+    # makespan 18); the fastest makespan 12 needs 2 on device 0 (1F1B), and no less (limit 1 -> 18)
+    problem = synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2")
+    mem = solve(problem, objective="memory")
+    assert max(mem.metrics.peak_memory_per_device) == 1
+    lex = solve(problem, objective="makespan,memory")
+    assert lex.metrics.makespan == 12
+    assert max(lex.metrics.peak_memory_per_device) == 2
+    rev = solve(problem, objective="memory,makespan")
+    assert max(rev.metrics.peak_memory_per_device) == 1
+    assert rev.metrics.makespan == 18
+
+
+def test_weighted_objective_trades_time_for_memory() -> None:
+    # makespan + w * peak: (12, 2) costs 12 + 2w, (18, 1) costs 18 + w; w = 10 prefers less memory
+    problem = synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2")
+    assert solve(problem, objective="weighted", memory_weight=0.1).metrics.makespan == 12
+    assert solve(problem, objective="weighted", memory_weight=10).metrics.makespan == 18
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_unknown_names_and_missing_backends() -> None:
+    problem = synthetic_problem(pp=2, microbatches=2)
+    with pytest.raises(InvalidInputError, match="objective 'fast'"):
+        plan_problem(problem, objective="fast")
+    with pytest.raises(InvalidInputError, match="backend 'cplex'"):
+        plan_problem(problem, backend="cplex")
+    with pytest.raises(SolverUnavailableError, match="highs"):
+        plan_problem(problem, backend="highs")
+
+
+def test_infeasible_memory_limit_names_device_numbers_and_fix() -> None:
+    problem = synthetic_problem(pp=2, microbatches=2, param_mem=12)
+    with pytest.raises(InfeasibleError) as err:
+        plan_problem(problem, memory_limit=10, deterministic=True, time_limit_s=5)
+    msg = str(err.value)
+    assert "device 0: static memory 12 + one activation 1 = 13 > limit 10" in msg
+    # the memory objective proves 13 is the least peak: one activation on top of the parameters
+    assert "smallest limit that works is 13" in msg
+
+
+# ---------------------------------------------------------------------------- ticks, warm starts
+
+
+def test_tick_is_exact_for_decimal_costs_and_rounds_up_otherwise() -> None:
+    assert choose_quantum([0.3, 0.7, 1.2], max_exact=100_000, rounded=10_000) == pytest.approx((0.1, True))
+    tick, exact = choose_quantum([1 / 3 + 1e-7, 1.0], max_exact=100_000, rounded=10_000)
+    assert not exact and tick == pytest.approx(1e-4)
+    problem = synthetic_problem(pp=2, microbatches=2, costs="F=0.3,I=0.7,W=0.2")
+    plan = solve(problem)
+    assert plan.solver is not None and plan.solver.status == "optimal"
+    # simulated makespan equals objective * tick, to the tick
+    assert plan.metrics.makespan == pytest.approx(plan.solver.objective)
+    odd = synthetic_problem(pp=2, microbatches=2, costs="F=0.3333333,I=0.7777777,W=0.1111111")
+    plan = solve(odd)
+    assert plan.metrics.lower_bound is not None
+    assert plan.metrics.lower_bound <= plan.metrics.makespan
+
+
+def test_heuristic_rules_are_feasible_under_memory() -> None:
+    problem = synthetic_problem(pp=4, microbatches=8, memory_limit=4)
+    model = pipeline_model(problem)
+    for rule in RULES:
+        sol = list_schedule(model, rule=rule)
+        assert sol is not None
+        assert check_assignment(model, sol) == []
+        Plan.from_schedule(problem, to_schedule(model, sol))
+
+
+def test_expert_warm_starts_round_trip_to_ticks() -> None:
+    # expert schedules re-timed in ticks keep the simulator's makespan; a full backward B becomes I
+    # then W, and since the upstream I waits only for I (not W) those can only get shorter
+    problem = synthetic_problem(pp=4, microbatches=8)
+    model = pipeline_model(problem)
+    starts = warm_starts(problem, model)
+    names = {w.name for w in starts}
+    assert {"1f1b", "zb-h1", "zb-h2"} <= names
+    for w in starts:
+        ticks = w.assignment.makespan(model) * model.tick
+        if any(a.kind == "B" for _, a in w.plan.schedule.actions()):
+            assert ticks <= w.plan.metrics.makespan
+        else:
+            assert ticks == pytest.approx(w.plan.metrics.makespan)
+
+
+def test_progress_callback_reports_incumbent_and_bound() -> None:
+    seen = []
+    solve(synthetic_problem(pp=3, microbatches=4), progress=seen.append, warm_start=False)
+    assert seen
+    assert all(p.bound <= p.incumbent for p in seen)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pp=st.integers(1, 3),
+    mb=st.integers(1, 4),
+    costs=st.sampled_from(["F=1,I=1,W=1", "F=1,I=2,W=1", "F=2,I=1,W=1", "F=1,B=2"]),
+    limit=st.sampled_from([None, 2.0, 3.0]),
+)
+def test_never_worse_than_warm_start(pp: int, mb: int, costs: str, limit: float | None) -> None:
+    problem = synthetic_problem(pp=pp, microbatches=mb, costs=costs, memory_limit=limit)
+    model = pipeline_model(problem)
+    try:
+        starts = warm_starts(problem, model)
+        plan = solve(problem, time_limit_s=5)
+    except InfeasibleError:
+        return
+    for w in starts:
+        assert plan.metrics.makespan <= w.plan.metrics.makespan + 1e-9
+    if plan.solver is not None and plan.solver.status == "optimal":
+        assert plan.metrics.makespan == pytest.approx(plan.solver.objective)
+
+
+@pytest.mark.slow
+def test_dualpipe_headline_half_bubble() -> None:
+    # DualPipe's own setting: p=8, m=20, F=I=W=1, F&B=3, 9 activations per device. DualPipe idles
+    # (p/2-1)(F&B+B-3W) = 6 per device (makespan 66); the planner proves 63, half the idle time.
+    problem = synthetic_problem(
+        pp=8, microbatches=20, placement="bidirectional", costs="F=1,I=1,W=1,FB=3", memory_limit=9
+    )
+    plan = plan_problem(problem, time_limit_s=60)
+    assert plan.source["baseline"] == {"name": "dualpipe", "makespan": 66.0}
+    assert plan.metrics.makespan == 63
+    assert plan.solver is not None and plan.solver.status == "optimal"
