@@ -290,6 +290,10 @@ def test_resolve_model_name_and_file(tmp_path):
         resolve_model(str(tmp_path / "missing.json"))
     with pytest.raises(InvalidInputError, match="did you mean gpt-tiny"):
         resolve_model("gpt-tin")
+    with pytest.raises(
+        InvalidInputError, match=r"^layers: not a model option; model options: microbatch_size"
+    ):
+        resolve_model("gpt-tiny", layers=2)
     json.loads(path.read_text())  # the file is plain JSON
 
 

@@ -152,6 +152,10 @@ class _Builder:
 
     def add(self, name: str, kind: str, inputs: tuple[str, ...] = (), **fields: Any) -> str:
         i = len(self.ops)
+        # Costs are computed in exact integers, stored as floats like every Op.
+        for key, value in fields.items():
+            if key not in ("layer", "attrs"):
+                fields[key] = float(value)
         self.ops.append(Op(name=name, kind=kind, **fields))
         self.index[name] = i
         for src in inputs:
@@ -316,7 +320,6 @@ def _layer(
             kv_heads=a,
         )
         kv_dims = 2 * a * dqk + a * dv  # stored Q, K, V widths
-        q_dims = a * dqk
     else:
         dqk = dv = cfg.head_dim or h // a
         q_w = (a + 2 * kv) * dqk
@@ -335,8 +338,6 @@ def _layer(
             kv_heads=kv,
         )
         kv_dims = q_w
-        q_dims = a * dqk
-    del q_dims
     # Core attention: QK^T (2 b s^2 a dqk) and scores x V (2 b s^2 a dv) -> 4 b s^2 h when dqk = dv.
     att = 2 * b * seq * seq * a * (dqk + dv)
     scores = a * seq * seq * b
@@ -1100,6 +1101,10 @@ def resolve_model(spec: str, **options: Any) -> OpGraph:
     InvalidInputError
         Unknown name that is not a file either, or options that a graph file cannot honour.
     """
+    known = ("microbatch_size", "seq_len", "dtype", "num_layers", "image_size")
+    for key in options:
+        if key not in known:
+            raise InvalidInputError(f"{key}: not a model option; model options: {', '.join(known)}")
     if spec in _ZOO:
         return build_model(spec, **{k: v for k, v in options.items() if v is not None})
     path = Path(spec)
