@@ -51,12 +51,13 @@ _GPUS = {"h100": _H100, "a100": _A100}
 _GPUS_PER_NODE = 8
 
 # The local machine: estimates, replaced by a measured profile for compute. A core with two
-# 256-bit FMA pipes does 2 pipes x 8 fp32 lanes x 2 FLOP = 32 FLOP/cycle, at ~2.5 GHz = 80e9 FLOP/s.
-# A core of a shared server streams ~10 GB/s from DRAM. Gloo over loopback TCP moves ~2 GB/s with
-# ~50 us per message between processes on the same machine.
+# 256-bit FMA pipes does 2 pipes x 8 fp32 lanes x 2 FLOP = 32 FLOP/cycle, at ~2.5 GHz = 80e9 FLOP/s
+# (measured on the 2-core AMD EPYC development VM, torch 2.13, one thread: a 1024^3 fp32 matmul ran
+# at 60e9 FLOP/s, a 64 MB torch.mul streamed 18e9 B/s, and a gloo send/recv ping-pong between two
+# processes took 140 us one way for 4 bytes and moved 1.4e9 B/s for 16-64 MB messages).
 LOCAL_CORE_FP32_FLOPS = 80e9
-LOCAL_CORE_MEMORY_BANDWIDTH_BPS = 10e9
-LOCAL_LINK = {"bandwidth_Bps": 2e9, "latency_s": 50e-6}
+LOCAL_CORE_MEMORY_BANDWIDTH_BPS = 20e9
+LOCAL_LINK = {"bandwidth_Bps": 1.4e9, "latency_s": 140e-6}
 
 PRESETS: dict[str, str] = {
     "8xh100": "one DGX H100 node: 8 x H100 SXM 80GB (989 TFLOP/s bf16), NVLink 450 GB/s",

@@ -337,7 +337,7 @@ def model_problem(
     # Stages.
     if placement == "bidirectional":
         stage_part = list(range(pp)) + list(range(pp))
-        stage_device: list[int | None] = list(range(pp)) + [pp - 1 - k for k in range(pp)]
+        stage_device: list[int | None] = [*range(pp), *(pp - 1 - k for k in range(pp))]
     else:
         stage_part = list(range(num_parts))
         stage_device = [None if placement == "free" else part_devices(j)[0] for j in range(num_parts)]
