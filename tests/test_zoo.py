@@ -304,3 +304,23 @@ def test_import_pulls_no_heavy_modules():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_resnet50_bottlenecks_have_residual_edges_and_vgg16_is_a_chain():
+    g = build_model("resnet50")
+    prev = "stem.pool"
+    blocks = 0
+    for s, n in enumerate((3, 4, 6, 3)):
+        for j in range(n):
+            p = f"stage{s}.block{j}"
+            skip = f"{p}.downsample" if j == 0 else prev
+            preds = {g.ops[k].name for k in g.preds[g.index[f"{p}.add"]]}
+            assert preds == {f"{p}.conv3", skip}
+            assert {g.ops[k].name for k in g.preds[g.index[f"{p}.conv1"]]} == {prev}
+            assert g.ops[g.index[f"{p}.conv2"]].layer == blocks
+            prev, blocks = f"{p}.add", blocks + 1
+    assert g.ops[g.index["stage1.block0.conv2"]].attr["stride"] == 2  # v1.5: stride in the 3x3
+    assert g.ops[g.index["stage3.block2.conv3"]].attr["spatial"] == 7 * 7
+    v = build_model("vgg16")
+    assert v.is_chain() and len(v.edges) == v.num_ops - 1
+    assert [op.kind for op in v.ops].count("conv") == 13
