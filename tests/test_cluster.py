@@ -269,3 +269,12 @@ def test_file_must_hold_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(InvalidInputError, match="must hold a mapping"):
         load_cluster(str(path))
+
+
+def test_bare_file_name_in_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_cluster(_hetero(), tmp_path / "tmp.json")
+    (tmp_path / "mixed").write_text((tmp_path / "tmp.json").read_text())
+    assert load_cluster("mixed") == _hetero()  # no suffix, no slash: still a file
+    (tmp_path / "8xh100").write_text("not: a cluster")
+    assert load_cluster("8xh100").num_devices == 8  # a preset name wins over a stray file

@@ -160,9 +160,10 @@ def load_cluster(spec: str | Path) -> Cluster:
         if not path.exists():
             raise InvalidInputError(f"cluster file {text!r}: does not exist")
         return read_cluster(path)
-    if path.is_file():
-        return read_cluster(path)
-    return preset_cluster(text)
+    key = text.strip().lower()
+    if key in PRESETS or _PATTERN.match(key) or not path.is_file():  # a preset name wins over a file
+        return preset_cluster(text)
+    return read_cluster(path)
 
 
 def read_cluster(path: str | Path) -> Cluster:
