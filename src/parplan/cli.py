@@ -559,7 +559,7 @@ def check(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
     json_: JsonOpt = False,
 ) -> None:
-    """Validate a plan file independently and print its metrics (exit 1 when invalid)."""
+    """Validate a plan file independently and print its metrics (exit 2 when invalid)."""
 
     def body() -> None:
         from parplan.plan import read_plan
@@ -594,7 +594,7 @@ def check(
                 highlight=False,
             )
         if errors:
-            raise typer.Exit(1)
+            raise typer.Exit(2)  # an invalid plan is bad input
 
     _run(body)
 

@@ -1,0 +1,248 @@
+"""The command line: the acceptance commands of the foundation issue, JSON contracts, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from parplan.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str, code: int = 0) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.exit_code, result.output)
+    return result.output
+
+
+def _json(*args: str) -> dict:
+    return json.loads(_run(*args, "--json"))
+
+
+def _by_name(doc: dict) -> dict[str, dict]:
+    return {row["name"]: row for row in doc["schedules"]}
+
+
+def test_gpipe_and_1f1b_makespan_and_memory() -> None:
+    doc = _json(
+        "compare",
+        "--pp",
+        "4",
+        "--microbatches",
+        "8",
+        "--placement",
+        "linear",
+        "--costs",
+        "F=1,B=2",
+        "--schedules",
+        "gpipe,1f1b",
+    )
+    rows = _by_name(doc)
+    assert rows["gpipe"]["makespan"] == 33 and rows["1f1b"]["makespan"] == 33
+    assert rows["gpipe"]["peak_memory_per_device"][0] == 8
+    assert rows["1f1b"]["peak_memory_per_device"][0] == 4
+    assert all(r["valid"] for r in rows.values())
+
+
+def test_zero_bubble_and_dualpipe_numbers() -> None:
+    zb = _by_name(
+        _json("compare", "--pp", "4", "--microbatches", "8", "--costs", "F=1,I=1,W=1", "--schedules", "zb-h1")
+    )
+    assert zb["zb-h1"]["makespan"] == 27
+    dp = _by_name(
+        _json(
+            "compare",
+            "--pp",
+            "8",
+            "--microbatches",
+            "20",
+            "--placement",
+            "bidirectional",
+            "--costs",
+            "F=1,I=1,W=1,FB=3",
+            "--schedules",
+            "dualpipe",
+        )
+    )
+    assert dp["dualpipe"]["makespan"] == 66
+    assert max(dp["dualpipe"]["peak_memory_per_device"]) == 9
+    dv = _by_name(
+        _json(
+            "compare",
+            "--pp",
+            "4",
+            "--microbatches",
+            "10",
+            "--placement",
+            "v",
+            "--costs",
+            "F=1,I=1,W=1,FB=3",
+            "--schedules",
+            "dualpipev",
+        )
+    )
+    assert dv["dualpipev"]["makespan"] == 66
+
+
+def test_compare_writes_plans_that_check_accepts(tmp_path: Path) -> None:
+    _run("compare", "--pp", "4", "--microbatches", "8", "--costs", "F=1,I=1,W=1", "-o", str(tmp_path))
+    files = sorted(tmp_path.glob("*.json"))
+    assert {f.stem for f in files} >= {"gpipe", "1f1b", "zb-h1", "zb-h2"}
+    for f in files:
+        doc = _json("check", str(f))
+        assert doc["valid"] and doc["errors"] == []
+
+
+def _broken(tmp_path: Path, how: str) -> Path:
+    _run(
+        "compare",
+        "--pp",
+        "4",
+        "--microbatches",
+        "8",
+        "--costs",
+        "F=1,I=1,W=1",
+        "--schedules",
+        "1f1b",
+        "-o",
+        str(tmp_path),
+    )
+    path = tmp_path / "1f1b.json"
+    plan = json.loads(path.read_text())
+    acts = plan["actions"]
+    if how == "missing":
+        victim = next(a for a in acts if (a["stage"], a["kind"], a["microbatch"]) == (2, "F", 5))
+        acts.remove(victim)
+    elif how == "dependency":
+        a = next(a for a in acts if (a["stage"], a["kind"], a["microbatch"]) == (3, "F", 0))
+        a["start"], a["end"] = 0.0, 1.0  # before its producer 2F0 has finished
+    elif how == "overlap":
+        a = next(a for a in acts if (a["stage"], a["kind"], a["microbatch"]) == (0, "F", 2))
+        a["start"], a["end"] = a["start"] - 0.5, a["end"] - 0.5
+    elif how == "memory":
+        for d in plan["devices"]:
+            d["memory_limit"] = 2
+    out = tmp_path / f"broken-{how}.json"
+    out.write_text(json.dumps(plan))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("how", "needle"),
+    [("missing", "2F5"), ("dependency", "3F0"), ("overlap", "0F2"), ("memory", "memory limit 2")],
+)
+def test_check_rejects_hand_broken_plans(tmp_path: Path, how: str, needle: str) -> None:
+    result = runner.invoke(app, ["check", str(_broken(tmp_path, how)), "--json"])
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert not doc["valid"]
+    assert any(needle in e for e in doc["errors"]), doc["errors"]
+
+
+def test_model_compare_table_and_pictures(tmp_path: Path) -> None:
+    out = _run(
+        "compare",
+        "--model",
+        "llama-7b",
+        "--cluster",
+        "8xh100",
+        "--pp",
+        "4",
+        "--microbatches",
+        "16",
+        "--gantt",
+        str(tmp_path / "g"),
+        "--trace",
+        str(tmp_path / "t"),
+    )
+    for name in ("1f1b", "zb-h1", "dualpipe", "zb-v"):
+        assert name in out
+    assert (tmp_path / "g" / "1f1b.png").stat().st_size > 10_000
+    trace = json.loads((tmp_path / "t" / "1f1b.trace.json").read_text())
+    assert trace["traceEvents"]
+
+
+def test_listings_json() -> None:
+    assert {r["name"] for r in _json("schedules")["schedules"]} == {
+        "gpipe",
+        "1f1b",
+        "interleaved-1f1b",
+        "zb-h1",
+        "zb-h2",
+        "zb-v",
+        "dualpipe",
+        "dualpipev",
+    }
+    assert "llama-7b" in {r["name"] for r in _json("models")["models"]}
+    assert {"8xh100", "8xa100", "2x8xh100", "local"} <= {r["name"] for r in _json("clusters")["clusters"]}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["compare", "--pp", "4", "--microbatches", "8", "--schedules", "zb-h9"], "unknown"),
+        (
+            ["compare", "--model", "llama-8b", "--cluster", "8xh100", "--pp", "4", "--microbatches", "8"],
+            "llama",
+        ),
+        (
+            [
+                "compare",
+                "--pp",
+                "3",
+                "--microbatches",
+                "8",
+                "--placement",
+                "bidirectional",
+                "--costs",
+                "F=1,I=1,W=1",
+                "--schedules",
+                "dualpipe",
+            ],
+            "even number of devices",
+        ),
+        (
+            [
+                "compare",
+                "--pp",
+                "4",
+                "--microbatches",
+                "6",
+                "--placement",
+                "bidirectional",
+                "--costs",
+                "F=1,I=1,W=1",
+                "--schedules",
+                "dualpipe",
+            ],
+            "--microbatches >= 2*pp",
+        ),
+        (["compare", "--pp", "4", "--microbatches", "8", "--costs", "F=-1,B=2"], "must be >= 0"),
+        (["compare", "--pp", "4", "--microbatches", "8", "--costs", "F=1,X=2"], "--costs"),
+        (["compare", "--pp", "4", "--microbatches", "8", "--cluster", "8xh100"], "--cluster"),
+        (["compare", "--microbatches", "8"], "--pp"),
+    ],
+)
+def test_bad_input_one_message_exit_2(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_malformed_files_exit_2(tmp_path: Path) -> None:
+    bad_yaml = tmp_path / "c.yaml"
+    bad_yaml.write_text("name: x\ndevices: [\n")
+    result = runner.invoke(
+        app,
+        ["compare", "--model", "gpt-tiny", "--cluster", str(bad_yaml), "--pp", "2", "--microbatches", "4"],
+    )
+    assert result.exit_code == 2 and "line" in result.output
+    bad_json = tmp_path / "p.json"
+    bad_json.write_text("{not json")
+    result = runner.invoke(app, ["check", str(bad_json)])
+    assert result.exit_code == 2 and "not valid JSON" in result.output
