@@ -362,3 +362,17 @@ def test_gpt2_small_across_two_nodes_runs_1f1b():
     assert p.edges[7].comm > 5 * p.edges[6].comm  # InfiniBand vs NVLink
     plan = Plan.from_schedule(p, build_schedule("1f1b", p))
     assert plan.metrics.makespan > 12 * max(s.cost.F + s.cost.B for s in p.stages) * 0.99
+
+
+def test_problem_round_trips_and_source_is_json():
+    import json
+
+    from parplan.problem import PipelineProblem
+
+    g = _chain([1, 2, 3, 4], head=False)
+    for placement in ("linear", "interleaved", "v", "bidirectional", "free"):
+        p = model_problem(
+            g, _cluster(flops=(100e12, 50e12, 1e12, 1e12)), pp=2, microbatches=4, placement=placement
+        )
+        assert PipelineProblem.from_json(json.loads(json.dumps(p.to_json()))) == p
+        assert json.loads(json.dumps(p.source))["placement"] == placement
