@@ -67,6 +67,8 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
     # (an emptied last part can be refilled by splitting another at no cost), not across devices
     # of different speeds, where we scan every t: O(parts * units^2).
     same_rows = all(row == prefix[0] for row in prefix)
+    if not same_rows:
+        import numpy as np
     inf = float("inf")
     # best[i]: optimum for the first i units in j+1 parts; choice[j][i]: start of part j.
     best = [inf] * (n + 1)
@@ -75,6 +77,8 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
     choice: list[list[int]] = [[0] * (n + 1)]
     for j in range(1, parts):
         pj = prefix[j]
+        if not same_rows:
+            best_np, pj_np = np.asarray(best), np.asarray(pj)
         new = [inf] * (n + 1)
         ch = [0] * (n + 1)
         for i in range(j + 1, n + 1):
@@ -87,9 +91,11 @@ def balanced_partition(part_costs: Sequence[Sequence[float]]) -> tuple[int, ...]
                 # smallest t with best[t] >= seg(t): the crossing point
                 t_star = lo + bisect.bisect_left(range(lo, hi + 1), True, key=lambda t: best[t] >= seg(t))
                 cands = range(max(lo, t_star - 1), min(hi, t_star) + 1)
-            else:
-                cands = range(lo, hi + 1)
-            value, t_best = min((max(best[t], seg(t)), t) for t in cands)
+                value, t_best = min((max(best[t], seg(t)), t) for t in cands)
+            else:  # vectorized scan of every t in [lo, hi]
+                vals = np.maximum(best_np[lo:i], pj_np[i] - pj_np[lo:i])
+                k = int(np.argmin(vals))
+                value, t_best = float(vals[k]), lo + k
             new[i], ch[i] = value, t_best
         best = new
         choice.append(ch)
