@@ -288,3 +288,31 @@ def test_dualpipe_headline_half_bubble() -> None:
     assert plan.source["baseline"] == {"name": "dualpipe", "makespan": 66.0}
     assert plan.metrics.makespan == 63
     assert plan.solver is not None and plan.solver.status == "optimal"
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(pp=4, microbatches=8, memory_limit=4),
+        dict(pp=3, microbatches=6, costs="F=1,I=2,W=1", act_mem=2, wgrad_mem=1, memory_limit=5),
+        dict(pp=2, microbatches=4, placement="bidirectional", memory_limit=3),
+        dict(pp=3, microbatches=4, placement="free", chunks=2, comm=1),
+    ],
+)
+def test_canonical_relabeling_keeps_solutions_feasible(kw: dict[str, object]) -> None:
+    # the symmetry-breaking argument, checked on real schedules: sorting the starts of identical
+    # micro-batches per stage and pass kind (and renumbering identical devices) stays feasible and
+    # keeps the makespan
+    from parplan.solve.model import canonical
+
+    problem = synthetic_problem(**kw)  # type: ignore[arg-type]
+    model = pipeline_model(problem)
+    for rule in RULES:
+        sol = list_schedule(model, rule=rule)
+        if sol is None:
+            continue
+        can = canonical(model, sol)
+        assert check_assignment(model, can) == []
+        assert can.makespan(model) == sol.makespan(model)
+        for chain in model.chains:
+            assert [can.start[t] for t in chain] == sorted(can.start[t] for t in chain)

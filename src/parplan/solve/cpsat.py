@@ -19,7 +19,7 @@ from ortools.sat.python import cp_model
 from parplan.errors import InvalidInputError
 from parplan.solve.backend import BackendOptions, BackendResult, Progress
 from parplan.solve.bounds import lower_bounds
-from parplan.solve.model import Assignment, TaskModel
+from parplan.solve.model import Assignment, TaskModel, canonical
 
 
 class _Callback(cp_model.CpSolverSolutionCallback):
@@ -376,6 +376,8 @@ class CpSatBackend:
         if self._hinted:
             return
         m, cp = self.m, self.cp
+        if self.opt.symmetry:
+            sol = canonical(m, sol)
         fused = set(sol.fused)
         for t in m.tasks:
             cp.add_hint(self.start[t.index], sol.start[t.index])

@@ -629,3 +629,31 @@ def retime(
     if any(s < 0 for s in start):
         return None
     return Assignment(device=tuple(device_of), start=tuple(start), fused=tuple(fused))
+
+
+def canonical(model: TaskModel, sol: Assignment) -> Assignment:
+    """``sol`` relabeled into the symmetry-broken form the solver expects (same cost, still feasible).
+
+    Along every chain of identical micro-batches the start times are sorted (the relabeling argument
+    of ``pipeline_model``); on interchangeable devices, devices are renumbered in the order in which
+    groups (by index) first use them. Fused solutions are returned unchanged.
+    """
+    if sol.fused:
+        return sol
+    start = list(sol.start)
+    for chain in model.chains:
+        times = sorted(start[t] for t in chain)
+        for t, s in zip(chain, times, strict=True):
+            start[t] = s
+    device = list(sol.device)
+    if model.interchangeable_devices:
+        rename: dict[int, int] = {}
+        for g in model.groups:
+            members = model.tasks_of_group[g.index]
+            if members and sol.device[members[0]] not in rename:
+                rename[sol.device[members[0]]] = len(rename)
+        for d in range(model.num_devices):
+            if d not in rename:
+                rename[d] = len(rename)
+        device = [rename[d] for d in device]
+    return Assignment(device=tuple(device), start=tuple(start))
