@@ -169,7 +169,7 @@ def schedules(json_: JsonOpt = False) -> None:
     def body() -> None:
         from parplan.schedule.expert import SCHEDULES
 
-        rows = [spec.to_json() for spec in SCHEDULES.values()]
+        rows: list[dict[str, Any]] = [spec.to_json() for spec in SCHEDULES.values()]
         if json_:
             _emit_json({"schedules": rows})
             return
@@ -189,7 +189,7 @@ def models(json_: JsonOpt = False) -> None:
         from parplan.graph.zoo import list_models
 
         infos = list_models()
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"name": m.name, "family": m.family, "num_params": m.num_params, "description": m.description}
             for m in infos
         ]
@@ -218,7 +218,7 @@ def clusters(json_: JsonOpt = False) -> None:
     def body() -> None:
         from parplan.cluster_io import cluster_to_json, list_clusters, load_cluster
 
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, desc in list_clusters():
             c = load_cluster(name)
             rows.append(

@@ -243,9 +243,9 @@ class PipelineProblem:
                 raise InvalidInputError(f"microbatches[{i}].index: must be {i}, got {mb.index}")
             if not mb.stages:
                 raise InvalidInputError(f"microbatches[{i}].stages: empty")
-            for s in mb.stages:
-                if not 0 <= s < n_st:
-                    raise InvalidInputError(f"microbatches[{i}].stages: {s} is not a stage")
+            for st in mb.stages:
+                if not 0 <= st < n_st:
+                    raise InvalidInputError(f"microbatches[{i}].stages: {st} is not a stage")
         # acyclic
         order = self.topo_order  # raises on a cycle
         del order

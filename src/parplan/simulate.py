@@ -470,14 +470,14 @@ def validate(
                 )
     # memory
     peaks = peak_memory(problem, timed)
-    for dev, peak in zip(problem.devices, peaks):
-        if dev.memory_limit is not None and peak > dev.memory_limit * (1 + 1e-9) + 1e-9:
-            culprit = _first_over_limit(problem, timed, dev.index, dev.memory_limit)
+    for spec, peak in zip(problem.devices, peaks):
+        if spec.memory_limit is not None and peak > spec.memory_limit * (1 + 1e-9) + 1e-9:
+            culprit = _first_over_limit(problem, timed, spec.index, spec.memory_limit)
             out.append(
                 Violation(
                     rule="memory",
                     action=culprit,
-                    message=f"device {dev.index} reaches {peak:g} > memory limit {dev.memory_limit:g}",
+                    message=f"device {spec.index} reaches {peak:g} > memory limit {spec.memory_limit:g}",
                 )
             )
     # claimed metrics
