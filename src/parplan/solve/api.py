@@ -72,6 +72,7 @@ def to_schedule(model: TaskModel, sol: Assignment, name: str = "plan") -> Schedu
     partner = {f: b for f, b in sol.fused}
     hidden = {b for _, b in sol.fused}
     orders: list[list[tuple[int, int, int, Action]]] = [[] for _ in range(model.num_devices)]
+    ends = sol.ends(model)
     for t in model.tasks:
         if t.index in hidden:
             continue
@@ -80,9 +81,7 @@ def to_schedule(model: TaskModel, sol: Assignment, name: str = "plan") -> Schedu
         if t.index in partner:
             bs, bk, bj = model.tasks[partner[t.index]].key
             action = Action.fused(action, Action(stage=bs, kind=bk, microbatch=bj))
-        orders[sol.device[t.index]].append(
-            (sol.start[t.index], sol.end(model, t.index), rank[t.index], action)
-        )
+        orders[sol.device[t.index]].append((sol.start[t.index], ends[t.index], rank[t.index], action))
     return Schedule.of(name, [[a for *_, a in sorted(o, key=lambda x: x[:3])] for o in orders])
 
 

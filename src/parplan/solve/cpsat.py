@@ -379,9 +379,10 @@ class CpSatBackend:
         if self.opt.symmetry:
             sol = canonical(m, sol)
         fused = set(sol.fused)
+        ends = sol.ends(m)
         for t in m.tasks:
             cp.add_hint(self.start[t.index], sol.start[t.index])
-            cp.add_hint(self.end[t.index], sol.end(m, t.index))
+            cp.add_hint(self.end[t.index], ends[t.index])
             if t.index in self.alone:
                 cp.add_hint(self.alone[t.index], not any(t.index in p for p in fused))
             self._hinted.add(t.index)
@@ -390,7 +391,7 @@ class CpSatBackend:
             cp.add_hint(var, dev == d)
         for key, var in self.y.items():
             cp.add_hint(var, key in fused)
-        cp.add_hint(self.makespan, sol.makespan(m))
+        cp.add_hint(self.makespan, max(ends, default=0))
 
     def solve(
         self,

@@ -222,6 +222,11 @@ class TaskModel:
     def task_of_key(self) -> dict[tuple[int, str, int], int]:
         return {t.key: t.index for t in self.tasks}
 
+    @cached_property
+    def pair_ticks(self) -> dict[tuple[int, int], int]:
+        """Fused pair durations by (forward, backward)."""
+        return {(p.forward, p.backward): p.ticks for p in self.fusable}
+
     @property
     def is_fixed(self) -> bool:
         """Whether every group has exactly one possible device."""
@@ -254,14 +259,24 @@ class Assignment:
         return self.start[task] + self.duration(model, task)
 
     def duration(self, model: TaskModel, task: int) -> int:
-        for fwd, bwd in self.fused:
-            if task in (fwd, bwd):
-                pair = next(p for p in model.fusable if p.forward == fwd and p.backward == bwd)
-                return pair.ticks
+        """Ticks the task occupies: its own duration, or its fused pair's."""
+        if self.fused:
+            ticks = model.pair_ticks
+            for fwd, bwd in self.fused:
+                if task in (fwd, bwd):
+                    return ticks[fwd, bwd]
         return model.tasks[task].duration_on(self.device[task])
 
+    def ends(self, model: TaskModel) -> list[int]:
+        """End tick of every task (one pass, for checks over all tasks)."""
+        ticks = model.pair_ticks if self.fused else {}
+        dur = [model.tasks[t].duration_on(self.device[t]) for t in range(len(model.tasks))]
+        for fwd, bwd in self.fused:
+            dur[fwd] = dur[bwd] = ticks[fwd, bwd]
+        return [s + d for s, d in zip(self.start, dur, strict=True)]
+
     def makespan(self, model: TaskModel) -> int:
-        return max((self.end(model, t) for t in range(len(model.tasks))), default=0)
+        return max(self.ends(model), default=0)
 
 
 # ---------------------------------------------------------------------------- checks
@@ -273,6 +288,7 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
     n = len(model.tasks)
     if len(sol.device) != n or len(sol.start) != n:
         return [f"assignment has {len(sol.start)} starts for {n} tasks"]
+    ends = sol.ends(model)
     group_dev: dict[int, int] = {}
     for t in model.tasks:
         d = sol.device[t.index]
@@ -284,17 +300,17 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
             out.append(f"task {t.label}: starts before 0")
     for a in model.arcs:
         delay = a.delay if sol.device[a.src] != sol.device[a.dst] else 0
-        if sol.start[a.dst] < sol.end(model, a.src) + delay:
+        if sol.start[a.dst] < ends[a.src] + delay:
             out.append(
                 f"arc {model.tasks[a.src].label}->{model.tasks[a.dst].label}: starts "
-                f"{sol.start[a.dst]} < {sol.end(model, a.src)} + {delay}"
+                f"{sol.start[a.dst]} < {ends[a.src]} + {delay}"
             )
     in_pair = {t for pair in sol.fused for t in pair[1:]}
     by_dev: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for t in range(n):
         if t in in_pair:
             continue
-        by_dev[sol.device[t]].append((sol.start[t], sol.end(model, t), t))
+        by_dev[sol.device[t]].append((sol.start[t], ends[t], t))
     for d, items in by_dev.items():
         items.sort()
         for (_s0, e0, t0), (s1, _e1, t1) in itertools.pairwise(items):
@@ -323,11 +339,12 @@ def peak_level(model: TaskModel, sol: Assignment, device: int) -> int:
         if any(sol.device[t] == device for t in model.tasks_of_group[g.index])
     )
     events: list[tuple[int, int]] = []
+    ends = sol.ends(model)
     for lt in model.lifetimes:
         if sol.device[lt.first] != device:
             continue
         events.append((sol.start[lt.first], lt.demand))
-        events.append((sol.end(model, lt.last), -lt.demand))
+        events.append((ends[lt.last], -lt.demand))
     level = peak = static
     for _, delta in sorted(events):
         level += delta
