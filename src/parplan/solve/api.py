@@ -392,7 +392,7 @@ def plan_problem(
         if solver_bound is not None
         else None,
     )
-    source = {
+    source: dict[str, object] = {
         "planner": {
             "backend": backend,
             "objective": objective,

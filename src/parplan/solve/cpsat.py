@@ -248,8 +248,9 @@ class CpSatBackend:
             static = self._static(d)
             if wants_peak:
                 hi = sum(g.static_mem for g in m.groups if d in g.devices) + sum(q for _, q in items)
-                if caps[d] is not None:
-                    hi = min(hi, caps[d])
+                cap_d = caps[d]
+                if cap_d is not None:
+                    hi = min(hi, cap_d)
                 peak = cp.new_int_var(0, max(hi, 0), f"peak[{d}]")
                 self._peak_hi = max(self._peak_hi, hi)
                 self.peak.append(peak)

@@ -307,10 +307,10 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
             )
     in_pair = {t for pair in sol.fused for t in pair[1:]}
     by_dev: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    for t in range(n):
-        if t in in_pair:
+    for i in range(n):
+        if i in in_pair:
             continue
-        by_dev[sol.device[t]].append((sol.start[t], ends[t], t))
+        by_dev[sol.device[i]].append((sol.start[i], ends[i], i))
     for d, items in by_dev.items():
         items.sort()
         for (_s0, e0, t0), (s1, _e1, t1) in itertools.pairwise(items):
@@ -480,14 +480,14 @@ def pipeline_model(
     if fused and problem.is_placed:
         back_kind = "I" if problem.split_backward else "B"
         for fwd_stage in problem.stages:
-            d = fwd_stage.device
-            assert d is not None
-            fb = fwd_stage.cost_on(d).FB
+            dev = fwd_stage.device
+            assert dev is not None  # fusion needs a placed problem
+            fb = fwd_stage.cost_on(dev).FB
             if fb is None:
                 continue
             fb_ticks = ticks(fb, tick)
             for bwd_stage in problem.stages:
-                if bwd_stage.device != d or bwd_stage.index == fwd_stage.index:
+                if bwd_stage.device != dev or bwd_stage.index == fwd_stage.index:
                     continue
                 for mf in problem.microbatches:
                     if not problem.passes(mf.index, fwd_stage.index):
@@ -498,7 +498,7 @@ def pipeline_model(
                             continue
                         bt = key_index[(bwd_stage.index, back_kind, mbk.index)]
                         if fb_ticks < tasks[ft].durations[0][1] + tasks[bt].durations[0][1]:
-                            fusable.append(FusablePair(forward=ft, backward=bt, device=d, ticks=fb_ticks))
+                            fusable.append(FusablePair(forward=ft, backward=bt, device=dev, ticks=fb_ticks))
 
     # free placement on identical devices: any permutation of devices is an equivalent solution
     interchangeable = (
