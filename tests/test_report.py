@@ -28,7 +28,7 @@ from parplan.report import (
     write_pipelining_csv,
 )
 from parplan.report.export import device_orders
-from parplan.report.gantt import format_memory, route_directions, time_scale
+from parplan.report.gantt import format_memory, route_directions, stage_chunks, time_scale
 from parplan.report.trace import communication_events
 from parplan.schedule.expert import build_schedule
 from parplan.schedule.ir import Action, B, F, I, Schedule, W
@@ -211,6 +211,13 @@ def test_gantt_fused_and_bidirectional(tmp_path: Path, plan_dualpipe: Plan) -> N
     assert "stacked halves = fused F&amp;B" in svg
     assert "second direction (lighter)" in svg
     assert _png_size(write_gantt(plan_dualpipe, tmp_path / "dp.png"))[0] == 1680
+
+
+def test_gantt_darker_later_chunks(tmp_path: Path, plan_dualpipev: Plan, plan_1f1b: Plan) -> None:
+    # V placement: device d runs stages d (chunk 0) and 7-d (chunk 1).
+    assert stage_chunks(plan_dualpipev) == {0: 0, 7: 1, 1: 0, 6: 1, 2: 0, 5: 1, 3: 0, 4: 1}
+    assert "darker: device" in write_gantt(plan_dualpipev, tmp_path / "v.svg").read_text()
+    assert "darker: device" not in write_gantt(plan_1f1b, tmp_path / "l.svg").read_text()
 
 
 def test_gantt_rejects_other_suffixes(tmp_path: Path, plan_1f1b: Plan) -> None:

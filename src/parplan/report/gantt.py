@@ -87,6 +87,26 @@ def _lighten(colour: str, amount: float) -> tuple[float, float, float]:
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
 
 
+def _darken(colour: str, amount: float) -> tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(colour)
+    return (r * (1 - amount), g * (1 - amount), b * (1 - amount))
+
+
+def stage_chunks(plan: Plan) -> dict[int, int]:
+    """Per stage, its rank among the stages its device runs (0 for the device's first stage).
+
+    Interleaved and V placements put several stages (chunks) on one device; the Gantt chart draws
+    the later chunks darker so that they can be told apart.
+    """
+    on_device: dict[int, set[int]] = {}
+    for t in plan.timed:
+        for p in t.action.plain():
+            on_device.setdefault(t.device, set()).add(p.stage)
+    return {s: k for stages in on_device.values() for k, s in enumerate(sorted(stages))}
+
+
 def _text_colour(rgb: tuple[float, float, float]) -> str:
     # Relative luminance decides between black and white text, so labels stay readable.
     lum = 0.2126 * rgb[0] + 0.7152 * rgb[1] + 0.0722 * rgb[2]
@@ -99,7 +119,8 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
     One row per device (device 0 at the top) on a light background, so idle gaps stand out; one
     colour per pass kind; a fused F&B action is drawn as two stacked halves in the colours of its
     two parts (they run overlapped); micro-batches of the second direction of a bidirectional plan
-    are drawn lighter and hatched. Micro-batch numbers are written on the bars that are wide enough.
+    are drawn lighter and hatched, and a later stage (chunk) of a device with several stages darker.
+    Micro-batch numbers are written on the bars that are wide enough.
 
     Parameters
     ----------
@@ -144,6 +165,10 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
         scale, unit_text = time_scale(problem.time_unit, t1 - t0)
         directions = route_directions(plan)
         bidirectional = any(directions)
+        # Variants of a kind's colour: 0 plain, 1 second direction (lighter, hatched), 2 a later
+        # chunk of its device (darker). Bidirectional plans shade by direction only, since there
+        # a device's second stage is exactly its second-direction stage.
+        chunks = {} if bidirectional else stage_chunks(plan)
 
         width_in = 14.0
         height_in = min(1.9 + 0.42 * n_dev, 60.0)
@@ -181,7 +206,11 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
                 # Inverted y axis: the first part (usually the forward) is the upper half.
                 slots = [(y - half, y), (y, y + half)]
             for p, (ya, yb) in zip(parts, slots):
-                key = (p.kind, directions[p.microbatch] if p.microbatch < len(directions) else 0)
+                if bidirectional:
+                    variant = directions[p.microbatch] if p.microbatch < len(directions) else 0
+                else:
+                    variant = 2 if chunks.get(p.stage, 0) else 0
+                key = (p.kind, variant)
                 groups.setdefault(key, []).append([(x0, ya), (x1, ya), (x1, yb), (x0, yb)])
                 labels.append((x0, x1, ya, yb, str(p.microbatch), key))
 
@@ -194,17 +223,22 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
         edge_width = 0.6 if median_px >= 6 else 0.0
 
         colours: dict[tuple[str, int], tuple[float, float, float]] = {}
-        for (kind, direction), rects in sorted(groups.items()):
+        for (kind, variant), rects in sorted(groups.items()):
             base = KIND_COLOURS[kind]
-            rgb = _lighten(base, 0.45 if direction else 0.0)
-            colours[(kind, direction)] = rgb
+            if variant == 1:
+                rgb = _lighten(base, 0.45)
+            elif variant == 2:
+                rgb = _darken(base, 0.35)
+            else:
+                rgb = _lighten(base, 0.0)
+            colours[(kind, variant)] = rgb
             ax.add_collection(
                 PolyCollection(
                     rects,
                     facecolors=[rgb],
                     edgecolors="white" if edge_width else "none",
                     linewidths=edge_width,
-                    hatch="//" if direction else None,
+                    hatch="//" if variant == 1 else None,
                     zorder=2,
                 )
             )
@@ -246,6 +280,8 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
             handles.append(
                 Patch(facecolor=_lighten("#777777", 0.45), hatch="//", label="second direction (lighter)")
             )
+        if any(key[1] == 2 for key in groups):
+            handles.append(Patch(facecolor=_darken("#777777", 0.35), label="darker: device's later stage"))
         handles.append(Patch(facecolor=IDLE_COLOUR, label="idle"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=9)
 
