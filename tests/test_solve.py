@@ -316,3 +316,16 @@ def test_canonical_relabeling_keeps_solutions_feasible(kw: dict[str, object]) ->
         assert can.makespan(model) == sol.makespan(model)
         for chain in model.chains:
             assert [can.start[t] for t in chain] == sorted(can.start[t] for t in chain)
+
+
+def test_v_placement_needs_both_activations_of_a_microbatch() -> None:
+    # V placement, p=2: device 0 holds stages 0 and 3; micro-batch 0's stage-0 activation lives
+    # until its I(0), which follows I(3), which follows F(3): two activations at once on device 0
+    problem = synthetic_problem(pp=2, microbatches=2, placement="v")
+    with pytest.raises(InfeasibleError) as err:
+        plan_problem(problem, memory_limit=1, deterministic=True, time_limit_s=5)
+    assert "device 0: static memory 0 + micro-batch 0's activations on stages [0, 3] 2 = 2 > limit 1" in str(
+        err.value
+    )
+    assert "smallest limit that works is 2" in str(err.value)
+    assert max(solve(problem, memory_limit=2).metrics.peak_memory_per_device) <= 2

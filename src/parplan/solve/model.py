@@ -545,7 +545,8 @@ def _is_stage_chain(problem: PipelineProblem) -> bool:
 
 
 def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]:
-    """Necessary conditions on memory: per device, static memory plus one activation fits the limit.
+    """Necessary conditions on memory: per device, static memory plus the activations one micro-batch
+    must hold at once on that device fit the limit.
 
     Returns one message per device that cannot fit, naming the numbers and the smallest limit that
     passes this check.
@@ -553,23 +554,35 @@ def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]
     msgs: list[str] = []
     q = model.mem_quantum
     if model.is_fixed:
+        # full activation (act) per forward task, in quanta
+        act_of: dict[int, int] = defaultdict(int)
+        for lt in model.lifetimes:
+            act_of[lt.first] += lt.demand
         for d in range(model.num_devices):
             cap = model.capacity[d]
             if cap is None:
                 continue
             static = model.fixed_static(d)
-            act = max(
-                (
-                    lt.demand + _partner_demand(model, lt)
-                    for lt in model.lifetimes
-                    if model.tasks[lt.first].durations[0][0] == d
-                ),
-                default=0,
-            )
-            if static + act > cap:
+            # A micro-batch's activations on the stages of d it passes are all alive at the start of
+            # its last forward there when those stages lie on one path (chain problems): an upstream
+            # stage frees memory only at its I/W, after every downstream I. Otherwise one activation.
+            worst, worst_mb, worst_stages = 0, -1, ()
+            for mb in problem.microbatches:
+                mine = [s for s in mb.stages if problem.stages[s].device == d]
+                if not mine:
+                    continue
+                acts = [act_of[model.task_of_key[(s, "F", mb.index)]] for s in mine]
+                need = sum(acts) if problem.is_chain else max(acts)
+                if need > worst:
+                    worst, worst_mb, worst_stages = need, mb.index, tuple(mine)
+            if static + worst > cap:
+                what = (
+                    f"one activation {worst * q:g}"
+                    if len(worst_stages) == 1 or not problem.is_chain
+                    else f"micro-batch {worst_mb}'s activations on stages {list(worst_stages)} {worst * q:g}"
+                )
                 msgs.append(
-                    f"device {d}: static memory {static * q:g} + one activation {act * q:g} = "
-                    f"{(static + act) * q:g} > limit {cap * q:g}"
+                    f"device {d}: static memory {static * q:g} + {what} = {(static + worst) * q:g} > limit {cap * q:g}"
                 )
     else:
         caps = [c for c in model.capacity if c is not None]
@@ -590,11 +603,6 @@ def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]
                     f"largest limit {max(caps) * q:g}"
                 )
     return msgs
-
-
-def _partner_demand(model: TaskModel, lt: Lifetime) -> int:
-    """The other lifetime starting with the same forward (wgrad part), held at the same time."""
-    return sum(o.demand for o in model.lifetimes if o.first == lt.first and o is not lt and o.last != lt.last)
 
 
 def retime(
