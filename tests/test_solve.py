@@ -256,15 +256,18 @@ def test_progress_callback_reports_incumbent_and_bound() -> None:
     assert all(p.bound <= p.incumbent for p in seen)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pp=st.integers(1, 3),
     mb=st.integers(1, 4),
     costs=st.sampled_from(["F=1,I=1,W=1", "F=1,I=2,W=1", "F=2,I=1,W=1", "F=1,B=2"]),
     limit=st.sampled_from([None, 2.0, 3.0]),
+    placement=st.sampled_from(["linear", "v", "free"]),
 )
-def test_never_worse_than_warm_start(pp: int, mb: int, costs: str, limit: float | None) -> None:
-    problem = synthetic_problem(pp=pp, microbatches=mb, costs=costs, memory_limit=limit)
+def test_never_worse_than_warm_start(
+    pp: int, mb: int, costs: str, limit: float | None, placement: str
+) -> None:
+    problem = synthetic_problem(pp=pp, microbatches=mb, costs=costs, memory_limit=limit, placement=placement)
     model = pipeline_model(problem)
     try:
         starts = warm_starts(problem, model)
