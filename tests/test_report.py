@@ -224,6 +224,7 @@ def test_gantt_rejects_other_suffixes(tmp_path: Path, plan_1f1b: Plan) -> None:
     with pytest.raises(InvalidInputError, match=r"g\.pdf.*'\.pdf'.*\.png or \.svg"):
         write_gantt(plan_1f1b, tmp_path / "g.pdf")
     assert not (tmp_path / "g.pdf").exists()
+    assert _png_size(write_gantt(plan_1f1b, tmp_path / "G.PNG"))[0] == 1680
 
 
 def test_gantt_of_a_plan_read_from_file(tmp_path: Path, plan_dualpipev: Plan) -> None:

@@ -286,7 +286,7 @@ def write_gantt(plan: Plan, path: str | Path, *, title: str | None = None) -> Pa
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=9)
 
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(path, dpi=DPI, format=path.suffix[1:].lower())
     return path
 
 

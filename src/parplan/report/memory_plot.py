@@ -142,5 +142,5 @@ def write_memory_plot(plan: Plan, path: str | Path, *, title: str | None = None)
         else:
             axs[0].set_title(f"{head}\n{stats}", loc="left", fontsize=11)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(path, dpi=DPI, format=path.suffix[1:].lower())
     return path
