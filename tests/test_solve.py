@@ -332,3 +332,16 @@ def test_v_placement_needs_both_activations_of_a_microbatch() -> None:
     )
     assert "smallest limit that works is 2" in str(err.value)
     assert max(solve(problem, memory_limit=2).metrics.peak_memory_per_device) <= 2
+
+
+def test_free_placement_plan_names_the_chosen_devices_and_round_trips(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the plan file of a free-placement problem records each stage's device and re-validates
+    from parplan.plan import read_plan
+
+    problem = synthetic_problem(pp=2, microbatches=2, placement="free", chunks=2)
+    plan = solve(problem)
+    assert plan.problem.is_placed
+    again = read_plan(plan.write(tmp_path / "plan.json"))
+    assert again.validate() == []
+    assert again.metrics.makespan == plan.metrics.makespan
+    assert again.solver is not None and again.solver.status == "optimal"

@@ -299,7 +299,6 @@ def plan_problem(
         )
 
     starts = warm_starts(problem, model) if warm_start else []
-    mem_first = objective.startswith("memory")
     first = objective.split(",")[0]
 
     def key(w: WarmStart) -> tuple[float, float]:
@@ -382,15 +381,21 @@ def plan_problem(
         lower = lower_bounds(floor_model).best * floor_model.tick
     lower = min(lower, plan.metrics.makespan)
     status = "optimal" if proven else "feasible"
-    objective_value = plan.metrics.makespan if not mem_first else max(plan.metrics.peak_memory_per_device)
+    peak = max(plan.metrics.peak_memory_per_device)
+    objective_value = {"makespan": plan.metrics.makespan, "memory": peak}.get(
+        first, plan.metrics.makespan + memory_weight * peak
+    )
+    bound_value = None
+    if solver_bound is not None and first == "makespan" and model.exact_time:
+        bound_value = solver_bound * model.tick
+    elif solver_bound is not None and first == "memory":
+        bound_value = solver_bound * model.mem_quantum
     info = SolverInfo(
         backend=backend,
         status=status,
         time_s=time.perf_counter() - t0,
         objective=objective_value,
-        bound=(solver_bound * (model.tick if not mem_first else model.mem_quantum))
-        if solver_bound is not None
-        else None,
+        bound=bound_value,
     )
     source: dict[str, object] = {
         "planner": {
@@ -409,7 +414,7 @@ def plan_problem(
         ),
     }
     out = Plan(
-        problem=problem,
+        problem=plan.problem,
         timed=plan.timed,
         metrics=plan.metrics.with_bound(lower),
         name="parplan",
