@@ -1,0 +1,172 @@
+"""Questions answered from frontiers: fewest devices for a time target, and per-stage modes for the planner.
+
+``Frontier.fastest_under`` / ``Frontier.least_memory_under`` answer the one-group questions; this
+module sweeps device counts and mesh shapes, and cuts a graph into pipeline stages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from parplan.cluster import Cluster
+from parplan.errors import InfeasibleError, InvalidInputError
+from parplan.frontier.search import Frontier, FrontierPoint, frontier
+from parplan.graph.ops import Edge, OpGraph
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceChoice:
+    """The answer of :func:`fewest_devices`: device count, its dominant grid, the chosen point.
+
+    ``tried`` lists (devices, grid or None, fastest time) for every count tried.
+    """
+
+    devices: int
+    mesh: tuple[int, ...] | None
+    point: FrontierPoint
+    frontier: Frontier
+    tried: tuple[tuple[int, tuple[int, ...] | None, float], ...]
+
+
+def dominant_grid(point: FrontierPoint) -> tuple[int, int]:
+    """The (data, model) grid most operators of ``point`` use, read from their configuration names."""
+    count: dict[tuple[int, int], int] = {}
+    for _, name in point.strategy:
+        dp, tp = name.split(".")[:2]
+        g = (int(dp[2:]), int(tp[2:]))
+        count[g] = count.get(g, 0) + 1
+    return max(count, key=lambda g: count[g])
+
+
+def fewest_devices(
+    graph: OpGraph,
+    cluster: Cluster,
+    time_target_s: float,
+    *,
+    memory_limit: float | None = None,
+    microbatches: int = 1,
+    epsilon: float = 0.02,
+    dtype: str = "bf16",
+    device_counts: Sequence[int] | None = None,
+) -> DeviceChoice:
+    """The fewest devices whose frontier has a point meeting ``time_target_s`` within the memory limit.
+
+    Parameters
+    ----------
+    graph, cluster
+        Model and cluster.
+    time_target_s
+        Iteration time to meet.
+    memory_limit
+        Per-device memory limit; default: the cluster's first device's memory.
+    microbatches, epsilon, dtype
+        As for :func:`parplan.frontier.search.frontier`.
+    device_counts
+        Counts to try; default: every divisor of the cluster size (so groups tile the cluster).
+
+    Returns
+    -------
+    DeviceChoice
+        For the first count (ascending) with a point at most ``time_target_s`` and ``memory_limit``:
+        the fastest point under the memory limit on that count.
+
+    Raises
+    ------
+    InfeasibleError
+        When no count meets the target.
+    """
+    if not time_target_s > 0:
+        raise InvalidInputError(f"fewest_devices time_target_s: must be > 0, got {time_target_s}")
+    limit = cluster.devices[0].memory_bytes if memory_limit is None else float(memory_limit)
+    counts = (
+        sorted(set(device_counts))
+        if device_counts is not None
+        else [k for k in range(1, cluster.num_devices + 1) if cluster.num_devices % k == 0]
+    )
+    tried: list[tuple[int, tuple[int, ...] | None, float | None]] = []
+    for k in counts:
+        # mesh=None searches every data x model grid of k devices at once (a superset of each shape)
+        f = frontier(graph, cluster, devices=k, microbatches=microbatches, epsilon=epsilon, dtype=dtype)
+        try:
+            p = f.least_memory_under(time_target_s)
+        except InfeasibleError:
+            tried.append((k, None, f.fastest.time_s))
+            continue
+        if p.memory_bytes > limit:
+            tried.append((k, None, f.fastest.time_s))
+            continue
+        p = f.fastest_under(limit)
+        tried.append((k, dominant_grid(p), p.time_s))
+        return DeviceChoice(devices=k, mesh=dominant_grid(p), point=p, frontier=f, tried=tuple(tried))
+    done = ", ".join(f"{k}: {t:.4g} s" for k, _, t in tried)
+    raise InfeasibleError(
+        f"fewest_devices: no device count of cluster {cluster.name!r} meets {time_target_s:.4g} s per "
+        f"iteration under {limit / 1e9:.3g} GB per device (best per count: {done}); relax the target or "
+        "use a larger cluster"
+    )
+
+
+def subgraph(graph: OpGraph, ops: Sequence[str | int], *, name: str | None = None) -> OpGraph:
+    """The operators ``ops`` (names or indices) and the edges among them, as a graph of their own."""
+    idx = []
+    for x in ops:
+        if isinstance(x, str):
+            if x not in graph.index:
+                raise InvalidInputError(f"stage ops: {x!r} is not an operator of graph {graph.name!r}")
+            idx.append(graph.index[x])
+        else:
+            if not 0 <= int(x) < graph.num_ops:
+                raise InvalidInputError(f"stage ops: index {x} outside 0..{graph.num_ops - 1}")
+            idx.append(int(x))
+    if not idx:
+        raise InvalidInputError("stage ops: empty; give at least one operator")
+    keep = sorted(set(idx))
+    new = {v: k for k, v in enumerate(keep)}
+    edges = tuple(
+        Edge(src=new[e.src], dst=new[e.dst], bytes=e.bytes)
+        for e in graph.edges
+        if e.src in new and e.dst in new
+    )
+    return OpGraph(
+        name=name or f"{graph.name}[{len(keep)} ops]",
+        ops=tuple(graph.ops[v] for v in keep),
+        edges=edges,
+        meta=graph.meta,
+    )
+
+
+def stage_modes(
+    graph: OpGraph,
+    cluster: Cluster,
+    stage_ops: Sequence[str | int],
+    devices_per_stage: int,
+    *,
+    microbatches: int = 1,
+    epsilon: float = 0.02,
+    dtype: str = "bf16",
+    memory_limit: float | None = None,
+) -> list[tuple[float, float, dict[str, str]]]:
+    """Alternative (time, memory) modes of one pipeline stage, for a scheduler choosing per stage.
+
+    The stage's operators are solved as a graph of their own on ``devices_per_stage`` devices. With
+    ``microbatches=1`` the time is the stage's F+I+W time of one micro-batch plus its collectives
+    (the gradient synchronisation included, which a pipeline pays once per iteration: an
+    over-estimate per micro-batch); the memory counts one micro-batch of activations plus the
+    stage's training state.
+
+    Returns
+    -------
+    list of (time_s, memory_bytes, strategy)
+        Fastest first; ``strategy`` maps operator name to configuration name. Points above
+        ``memory_limit`` are dropped.
+    """
+    sub = subgraph(graph, stage_ops)
+    f = frontier(
+        sub, cluster, devices=devices_per_stage, microbatches=microbatches, epsilon=epsilon, dtype=dtype
+    )
+    return [
+        (p.time_s, p.memory_bytes, p.strategy_dict)
+        for p in f.points
+        if memory_limit is None or p.memory_bytes <= memory_limit
+    ]
