@@ -318,7 +318,8 @@ def compare(
     devices: Devices = None,
     groups: Groups = None,
     memory_limit: Annotated[
-        float | None, typer.Option(help="Per-device memory limit (problem units).")
+        str | None,
+        typer.Option(help="Per-device memory limit: bytes with a unit (40GB, 32GiB) or plain units."),
     ] = None,
 ) -> None:
     """Run expert schedules (and optionally the planner) on one PROBLEM and compare them."""
@@ -361,7 +362,7 @@ def compare(
             from parplan.solve.api import plan_problem
 
             same = [p for p in plans if p.problem is base]
-            limit = memory_limit
+            limit = _mem(memory_limit)
             if limit is None and same:
                 best = min(same, key=lambda p: p.metrics.makespan)
                 limit = max(best.metrics.peak_memory_per_device)
@@ -408,7 +409,16 @@ _PROBLEM_KEYS = (
 
 
 def _problem_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: values.get(k) for k in _PROBLEM_KEYS}
+    kw = {k: values.get(k) for k in _PROBLEM_KEYS}
+    kw["memory_limit"] = _mem(kw["memory_limit"])
+    return kw
+
+
+def _mem(text: str | None, where: str = "--memory-limit") -> float | None:
+    """A memory limit: bytes with a unit (40GB, 32GiB) or a plain number (problem units)."""
+    from parplan.cluster_io import parse_quantity
+
+    return None if text is None else parse_quantity(text, where, "bytes")
 
 
 def _outputs(plans: list[Any], output: Path | None, gantt: Path | None, trace: Path | None) -> None:
@@ -456,7 +466,8 @@ def plan(
         str, typer.Option(help="makespan | memory | makespan,memory | memory,makespan.")
     ] = "makespan",
     memory_limit: Annotated[
-        float | None, typer.Option(help="Per-device memory limit (problem units).")
+        str | None,
+        typer.Option(help="Per-device memory limit: bytes with a unit (40GB, 32GiB) or plain units."),
     ] = None,
     time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds.")] = 30.0,
     backend: Annotated[str, typer.Option(help="cpsat | highs | gurobi.")] = "cpsat",
@@ -505,7 +516,7 @@ def plan(
         result = plan_problem(
             problem,
             objective=objective,
-            memory_limit=memory_limit,
+            memory_limit=_mem(memory_limit),
             time_limit_s=time_limit,
             backend=backend,
             workers=workers,
@@ -671,10 +682,11 @@ def frontier(
     model: Annotated[str, typer.Option(help="Zoo model name or graph JSON file.")] = "gpt2-small",
     cluster: Annotated[str, typer.Option(help="Cluster preset or YAML/JSON file.")] = "8xh100",
     memory_limit: Annotated[
-        float | None, typer.Option(help="Per-device memory limit in bytes (pick the fastest under it).")
+        str | None, typer.Option(help="Per-device memory limit, e.g. 40GB (pick the fastest under it).")
     ] = None,
     time_limit: Annotated[
-        float | None, typer.Option(help="Iteration time limit in seconds (pick the least memory under it).")
+        str | None,
+        typer.Option(help="Iteration time limit, e.g. 0.5s or 300ms (pick the least memory under it)."),
     ] = None,
     microbatches: Annotated[
         int, typer.Option("--microbatches", "-m", help="Micro-batches per iteration.")
@@ -715,10 +727,13 @@ def frontier(
         f = ft(graph, cl, devices=devices, microbatches=microbatches, epsilon=epsilon, dtype=dtype or "bf16")
         elapsed = time.perf_counter() - t0
         chosen = None
-        if memory_limit is not None:
-            chosen = f.fastest_under(memory_limit)
+        mem_limit = _mem(memory_limit)
+        if mem_limit is not None:
+            chosen = f.fastest_under(mem_limit)
         elif time_limit is not None:
-            chosen = f.least_memory_under(time_limit)
+            from parplan.cluster_io import parse_quantity
+
+            chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
         doc = f.to_json(chosen=chosen)
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -726,7 +741,7 @@ def frontier(
         if plot is not None:
             from parplan.report.pareto_plot import write_pareto_plot
 
-            write_pareto_plot(f, plot, chosen=chosen, memory_limit=memory_limit)
+            write_pareto_plot(f, plot, chosen=chosen, memory_limit=mem_limit)
         if json_:
             _emit_json(doc)
             return

@@ -425,3 +425,12 @@ def cluster_from_json(data: object, where: str = "cluster") -> Cluster:
         inter_node=inter,
         meta=tuple(sorted((str(k), v) for k, v in meta.items())),
     )
+
+
+def parse_quantity(text: str | float, where: str, quantity: str = "bytes") -> float:
+    """Read a user-given quantity such as ``80GB``, ``16GiB``, ``9`` (bytes) or ``500ms`` (s).
+
+    ``quantity`` is one of ``bytes``, ``Bps``, ``s``, ``flops``; a bare number is taken as is
+    (plans in abstract units pass plain numbers). Raises InvalidInputError naming ``where``.
+    """
+    return _quantity(text, where, quantity)
