@@ -18,7 +18,6 @@ from parplan.errors import (
     InternalError,
     InvalidInputError,
     NoSolutionError,
-    SolverUnavailableError,
 )
 from parplan.plan import Plan, SolverInfo
 from parplan.problem import PipelineProblem
@@ -39,7 +38,7 @@ from parplan.solve.model import (
 
 #: Objective names accepted by ``plan_problem``; "a,b" is lexicographic (a first, then b).
 OBJECTIVES = ("makespan", "memory", "makespan,memory", "memory,makespan", "weighted")
-#: Backend names; only cpsat is implemented here.
+#: Backend names (``parplan.solve.backend.make_backend`` builds them).
 BACKENDS = ("cpsat", "highs", "gurobi")
 
 
@@ -57,10 +56,6 @@ def _check_names(objective: str, backend: str) -> None:
         raise InvalidInputError(f"objective {objective!r}: unknown; choose one of {', '.join(OBJECTIVES)}")
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend {backend!r}: unknown; choose one of {', '.join(BACKENDS)}")
-    if backend != "cpsat":
-        raise SolverUnavailableError(
-            f"backend {backend!r}: the MILP formulation is not available in this build; use --backend cpsat"
-        )
 
 
 # ---------------------------------------------------------------------------- conversions
@@ -255,7 +250,8 @@ def plan_problem(
     time_limit_s
         Wall-clock limit of the solver (split in two for lexicographic objectives).
     backend
-        ``cpsat``; ``highs`` and ``gurobi`` raise SolverUnavailableError in this build.
+        ``cpsat`` (default), ``highs`` or ``gurobi`` (the MILP formulation; SolverUnavailableError
+        when the solver is not installed or licensed).
     workers, deterministic
         CP-SAT worker threads; deterministic uses 1 worker and a fixed seed (tests).
     warm_start
@@ -332,13 +328,17 @@ def plan_problem(
                 max_makespan=sol.makespan(model),
                 max_memory=caps.get("memory"),
             )
-        solver = make_backend(backend, model, opts)
-        if sol is not None:
-            solver.add_hint(sol)
-        remaining = max(0.1, budget)
-        result = solver.solve(
-            time_limit_s=remaining, workers=workers, deterministic=deterministic, progress=progress
-        )
+        solver = make_backend(backend, model, opts)  # also raises early for a missing solver
+        if phase == "makespan" and sol is not None and sol.makespan(model) <= bounds.best:
+            # the warm start meets the lower bound: optimal without a search
+            ms = sol.makespan(model)
+            result = BackendResult(status="optimal", assignment=sol, objective=ms, bound=ms, time_s=0.0)
+        else:
+            if sol is not None:
+                solver.add_hint(sol)
+            result = solver.solve(
+                time_limit_s=max(0.1, budget), workers=workers, deterministic=deterministic, progress=progress
+            )
         if result.status == "infeasible" and sol is None:
             raise InfeasibleError(
                 _infeasible_message(

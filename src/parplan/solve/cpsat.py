@@ -226,10 +226,12 @@ class CpSatBackend:
         m, cp = self.m, self.cp
         wants_peak = self.opt.objective in ("memory", "weighted") or self.opt.max_memory is not None
         self.peak: list[cp_model.IntVar] = []
+        self.life: list[tuple[cp_model.IntVar, int, int]] = []  # (size var, first task, last task)
         by_dev: dict[int, list[tuple[cp_model.IntervalVar, int]]] = defaultdict(list)
         for k, lt in enumerate(m.lifetimes):
             f, last = m.tasks[lt.first], m.tasks[lt.last]
             size = cp.new_int_var(0, self.H, f"life[{f.label}->{last.label}]")
+            self.life.append((size, lt.first, lt.last))
             g = m.groups[f.group]
             for d in g.devices:
                 lit = self.on(g.index, d)
@@ -387,6 +389,8 @@ class CpSatBackend:
             if t.index in self.alone:
                 cp.add_hint(self.alone[t.index], not any(t.index in p for p in fused))
             self._hinted.add(t.index)
+        for size, first, last in self.life:
+            cp.add_hint(size, max(0, ends[last] - sol.start[first]))
         for (g, d), var in self.x.items():
             dev = sol.device[m.tasks_of_group[g][0]] if m.tasks_of_group[g] else -1
             cp.add_hint(var, dev == d)
@@ -408,6 +412,9 @@ class CpSatBackend:
         p.max_time_in_seconds = float(time_limit_s)
         p.num_workers = 1 if deterministic else max(1, int(workers))
         p.random_seed = 0
+        # presolve probing expands the no-overlaps into hundreds of thousands of clauses: seconds
+        # on 500-task pipelines for no better bound in our measurements (bench/bench_planner.py)
+        p.cp_model_probing_level = 0
         if deterministic:
             p.interleave_search = False
         t0 = time.perf_counter()
