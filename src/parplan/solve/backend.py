@@ -74,14 +74,18 @@ class BackendOptions:
 
 def make_backend(name: str, model: TaskModel, options: BackendOptions) -> Backend:
     """The backend called ``name`` built for ``model``; unknown or missing ones raise clearly."""
-    from parplan.errors import InvalidInputError, SolverUnavailableError
+    from parplan.errors import InvalidInputError
 
     if name == "cpsat":
         from parplan.solve.cpsat import CpSatBackend
 
         return CpSatBackend(model, options)
-    if name in ("highs", "gurobi"):
-        raise SolverUnavailableError(
-            f"backend {name!r}: the MILP formulation is not implemented yet; use --backend cpsat"
-        )
+    if name == "highs":
+        from parplan.solve.highs import HighsBackend
+
+        return HighsBackend(model, options)
+    if name == "gurobi":
+        from parplan.solve.gurobi import GurobiBackend
+
+        return GurobiBackend(model, options)
     raise InvalidInputError(f"backend {name!r}: unknown; choose one of cpsat, highs, gurobi")

@@ -15,6 +15,7 @@ always rounds to an integer-tick schedule of the same makespan (``assignment``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -93,8 +94,15 @@ class MilpFormulation:
         self.columns.append(Column(name=name, lower=lower, upper=upper, integer=integer))
         return len(self.columns) - 1
 
-    def row(self, name: str, terms: Terms, const: float = 0.0, *, lower: float = -math.inf,
-            upper: float = math.inf) -> None:
+    def row(
+        self,
+        name: str,
+        terms: Terms,
+        const: float = 0.0,
+        *,
+        lower: float = -math.inf,
+        upper: float = math.inf,
+    ) -> None:
         """Add ``lower <= terms + const <= upper`` (the constant moves to the bounds)."""
         items = [(c, v) for c, v in terms.items() if v != 0]
         if not items:
@@ -174,7 +182,7 @@ class MilpFormulation:
         self.fifo = self.opt.symmetry and not m.fusable
         if self.fifo:
             for chain in m.chains:
-                for a, b in zip(chain, chain[1:], strict=False):
+                for a, b in itertools.pairwise(chain):
                     succ[a].add(b)
         order = _topo(len(m.tasks), succ)
         reach = [0] * len(m.tasks)
@@ -231,8 +239,9 @@ class MilpFormulation:
         """placement[g]: sum_d x[g,d] = 1."""
         for g in self.m.groups:
             if len(g.devices) > 1:
-                self.row(f"placement[{g.index}]", {self.x[g.index, d]: 1.0 for d in g.devices},
-                         lower=1, upper=1)
+                self.row(
+                    f"placement[{g.index}]", {self.x[g.index, d]: 1.0 for d in g.devices}, lower=1, upper=1
+                )
 
     def _same_device(self) -> None:
         """same[g,h] = sum_d x[g,d] x[h,d], linearized exactly (only for pairs that use it):
@@ -251,7 +260,6 @@ class MilpFormulation:
             terms, _ = self.same(g, h)
             if (g, h) not in self._same:
                 continue
-            s = self._same[g, h]
             for d in sorted(set(m.groups[g].devices) | set(m.groups[h].devices)):
                 xg, cg = self.on(g, d)
                 xh, ch = self.on(h, d)
@@ -266,7 +274,7 @@ class MilpFormulation:
         m = self.m
         arcs = [(a.src, a.dst, a.delay, "precedence") for a in m.arcs]
         if self.fifo:
-            arcs += [(a, b, 0, "fifo") for chain in m.chains for a, b in zip(chain, chain[1:], strict=False)]
+            arcs += [(a, b, 0, "fifo") for chain in m.chains for a, b in itertools.pairwise(chain)]
         for src, dst, delay, family in arcs:
             name = f"{family}[{m.tasks[src].label}->{m.tasks[dst].label}]"
             parts: list[tuple[Terms, float] | tuple[Terms, float, float]] = [
@@ -362,24 +370,21 @@ class MilpFormulation:
             + sum(lt.demand for k, lt in enumerate(m.lifetimes) if d in life_devs[k])
             for d in range(m.num_devices)
         ]
-        active = [
-            self.wants_peak or (caps[d] is not None and level_hi[d] > caps[d]) for d in range(m.num_devices)
-        ]
+        limit = [math.inf if c is None else float(c) for c in caps]
+        active = [self.wants_peak or level_hi[d] > limit[d] for d in range(m.num_devices)]
         if self.wants_peak:
-            self.peak = [
-                self.var(f"peak[{d}]", 0, level_hi[d] if caps[d] is None else min(level_hi[d], caps[d]))
-                for d in range(m.num_devices)
-            ]
+            self.peak = [self.var(f"peak[{d}]", 0, min(level_hi[d], limit[d])) for d in range(m.num_devices)]
         for d in range(m.num_devices):
             static_t, static_c = self._static(d)
             if self.wants_peak:
                 terms, c = self.add((static_t, static_c), ({self.peak[d]: 1.0}, 0.0, -1.0))
                 self.row(f"static_peak[{d}]", terms, c, upper=0)
-            if caps[d] is not None:
-                self.row(f"static_fits[{d}]", static_t, static_c, upper=caps[d])
+            if math.isfinite(limit[d]):
+                self.row(f"static_fits[{d}]", static_t, static_c, upper=limit[d])
         if not any(active):
             return
-        dur_pos = [all(dur >= 1 for _, dur in t.durations) and self.min_dur[t.index] >= 1 for t in m.tasks]
+        dur_pos = [d >= 1 for d in self.min_dur]
+        static_hi = [sum(g.static_mem for g in m.groups if d in g.devices) for d in range(m.num_devices)]
         for li, l in enumerate(m.lifetimes):
             devices = [d for d in life_devs[li] if active[d]]
             if not devices:
@@ -387,6 +392,7 @@ class MilpFormulation:
             fl = l.first
             g_l = m.tasks[fl].group
             contrib: list[tuple[Terms, float] | tuple[Terms, float, float]] = [({}, float(l.demand))]
+            level_max = l.demand  # the largest level this row can see, on whatever device l is
             for ki, k in enumerate(m.lifetimes):
                 if ki == li or not (life_devs[ki] & life_devs[li]):
                     continue
@@ -424,6 +430,7 @@ class MilpFormulation:
                         (*self.end(k.last), 1.0), ({self.start[fl]: -1.0}, 0.0), ({opened: -M}, 0.0)
                     )
                     self.row(f"open_def[{label}]", terms, c, upper=0)
+                level_max += k.demand
                 if started is None and opened is None and not same_t:
                     if same_c:
                         contrib.append(({}, float(k.demand)))
@@ -442,19 +449,13 @@ class MilpFormulation:
             for d in devices:
                 static_t, static_c = self._static(d)
                 on_t, on_c = self.on(g_l, d)
-                M = level_hi[d]
+                M = level_max + static_hi[d]
                 # level + static[d] - limit <= M (1 - on)
-                limit: tuple[Terms, float] = (
-                    ({self.peak[d]: 1.0}, 0.0) if self.wants_peak else ({}, float(caps[d] or 0))
-                )
+                bound: tuple[Terms, float] = ({self.peak[d]: 1.0}, 0.0) if self.wants_peak else ({}, limit[d])
                 terms, c = self.add(
-                    (level_t, level_c), (static_t, static_c), (*limit, -1.0), (on_t, on_c, M), ({}, -M)
+                    (level_t, level_c), (static_t, static_c), (*bound, -1.0), (on_t, on_c, M), ({}, -M)
                 )
                 self.row(f"memory[{li},{d}]", terms, c, upper=0)
-            if self.wants_peak:
-                for d in devices:
-                    if caps[d] is not None:
-                        self.columns[self.peak[d]] = _with_upper(self.columns[self.peak[d]], caps[d])
 
     def _load_cuts(self) -> None:
         """load[d]: makespan >= min_head[d] + work[d] + min_tail[d] with fixed placement, and
@@ -502,7 +503,7 @@ class MilpFormulation:
     def _contiguous(self) -> None:
         """contiguous[g]: sum_d d x[next(g),d] >= sum_d d x[g,d] along the chain."""
         chain = self.m.group_chain
-        for g, h in zip(chain, chain[1:], strict=False):
+        for g, h in itertools.pairwise(chain):
             parts = [(*self.on(h, d), float(d)) for d in self.m.groups[h].devices]
             parts += [(*self.on(g, d), -float(d)) for d in self.m.groups[g].devices]
             terms, c = self.add(*parts)
@@ -533,8 +534,9 @@ class MilpFormulation:
             }
         for c, v in self.cost.items():
             col = self.columns[c]
-            self.columns[c] = Column(name=col.name, lower=col.lower, upper=col.upper, integer=col.integer,
-                                     cost=v)
+            self.columns[c] = Column(
+                name=col.name, lower=col.lower, upper=col.upper, integer=col.integer, cost=v
+            )
 
     # ------------------------------------------------------------------ solutions
     def objective_of(self, sol: Assignment) -> int:
@@ -554,7 +556,8 @@ class MilpFormulation:
         end = [sol.end(m, t) for t in range(len(m.tasks))]
         for t, col in enumerate(self.start):
             v[col] = float(sol.start[t])
-        dev_of_group = {m.tasks[t].group: sol.device[t] for t in range(len(m.tasks))}
+        dev_of_group = {g.index: g.devices[0] for g in m.groups}  # groups without tasks: anywhere
+        dev_of_group.update({m.tasks[t].group: sol.device[t] for t in range(len(m.tasks))})
         for (g, d), col in self.x.items():
             v[col] = float(dev_of_group.get(g) == d)
         for (g, h), col in self._same.items():
@@ -563,7 +566,9 @@ class MilpFormulation:
         for key, col in self.fuse.items():
             v[col] = float(key in fused)
         for (a, b), col in self.y.items():
-            v[col] = float(end[a] <= sol.start[b] if sol.device[a] == sol.device[b] else sol.start[a] <= sol.start[b])
+            v[col] = float(
+                end[a] <= sol.start[b] if sol.device[a] == sol.device[b] else sol.start[a] <= sol.start[b]
+            )
         for (ki, li), (started, opened, alive) in self.alive.items():
             k, l = m.lifetimes[ki], m.lifetimes[li]
             s_l = sol.start[l.first]
@@ -602,19 +607,14 @@ class MilpFormulation:
             return sol
         hidden = {b for _, b in fused}
         orders: list[list[int]] = [[] for _ in range(m.num_devices)]
-        for t in sorted(range(len(m.tasks)), key=lambda t: (values[self.start[t]], t)):
-            if t not in hidden:
-                orders[device[t]].append(t)
+        for i in sorted(range(len(m.tasks)), key=lambda i: (values[self.start[i]], i)):
+            if i not in hidden:
+                orders[device[i]].append(i)
         again = retime(m, orders, device, fused)
         if again is None or check_assignment(m, again):
             problems = check_assignment(m, sol)
             raise InternalError(f"MILP answer of {m.name or 'model'} breaks the model: {problems[:3]}")
         return again
-
-
-def _with_upper(col: Column, upper: float) -> Column:
-    return Column(name=col.name, lower=col.lower, upper=min(col.upper, upper), integer=col.integer,
-                  cost=col.cost)
 
 
 def _floor(value: float) -> int:
