@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from parplan.errors import InternalError, SolverUnavailableError
+from parplan.errors import SolverUnavailableError
 from parplan.plan import Plan
 from parplan.problem import PipelineProblem
 from parplan.solve import plan_problem
@@ -140,20 +140,7 @@ def test_memory_objective_serializes_microbatches(backend: str) -> None:
     assert max(peak_level(model, res.assignment, d) for d in range(2)) == 1
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            "cpsat",
-            marks=pytest.mark.xfail(
-                raises=InternalError,
-                reason="cpsat.py gives add_cumulative a capacity over several x[g,d] (static memory of "
-                "free groups): MODEL_INVALID 'capacity vars'",
-            ),
-        ),
-        *BACKENDS[1:],
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_static_memory_forces_stages_apart(backend: str) -> None:
     # two free stages with 3 units of parameters each and a limit of 5: they cannot share a
     # device, so the solver must pay the transfer (1 each way) it would otherwise avoid: 8.
@@ -184,20 +171,7 @@ def test_backends_agree_on_the_optimum(case: dict[str, Any]) -> None:
     assert values["cpsat"] == values["highs"], values
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param(
-            "cpsat",
-            marks=pytest.mark.xfail(
-                raises=AssertionError,
-                reason="cpsat.py adds the fused FB intervals after posting no_overlap, so a fused pair "
-                "may overlap other passes (check_assignment rejects the answer)",
-            ),
-        ),
-        *BACKENDS[1:],
-    ],
-)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_pairs_shorten_the_schedule(backend: str) -> None:
     # DualPipe-style fusion: bidirectional placement, p=2, m=4, F=I=W=1. Without fusion the optimum
     # is 12 (both backends agree). A forward overlapped with the other direction's backward-input

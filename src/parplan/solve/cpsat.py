@@ -69,9 +69,9 @@ class CpSatBackend:
         self._placement()
         self._durations()
         self._precedence()
+        self._fusion()  # adds the fused FB intervals, so it must come before no_overlap reads them
         self._no_overlap()
         self._memory()
-        self._fusion()
         self._load_cuts()
         self._critical_path()
         if self.opt.symmetry:
@@ -248,8 +248,18 @@ class CpSatBackend:
         for d in range(m.num_devices):
             items = by_dev.get(d, [])
             static = self._static(d)
+            hi_items = sum(q for _, q in items)
+            # a cumulative's capacity must be affine: the static memory of free groups enters as
+            # optional intervals over the whole horizon, present iff x[g,d]; fixed groups' is a constant
+            fixed_static = m.fixed_static(d)
+            for g in m.groups:
+                if g.static_mem and len(g.devices) > 1 and d in g.devices:
+                    iv = cp.new_optional_fixed_size_interval_var(
+                        0, self.H, self.x[g.index, d], f"static[{g.index},{d}]"
+                    )
+                    items = [*items, (iv, g.static_mem)]
             if wants_peak:
-                hi = sum(g.static_mem for g in m.groups if d in g.devices) + sum(q for _, q in items)
+                hi = sum(g.static_mem for g in m.groups if d in g.devices) + hi_items
                 cap_d = caps[d]
                 if cap_d is not None:
                     hi = min(hi, cap_d)
@@ -259,7 +269,7 @@ class CpSatBackend:
                 cp.add(peak >= static).with_name(f"static_fits[{d}]")
                 if items:
                     cp.add_cumulative(
-                        [iv for iv, _ in items], [q for _, q in items], peak - static
+                        [iv for iv, _ in items], [q for _, q in items], peak - fixed_static
                     ).with_name(f"memory[{d}]")
                 continue
             cap = caps[d]
@@ -268,10 +278,9 @@ class CpSatBackend:
             cp.add(static <= cap).with_name(f"static_fits[{d}]")
             if not items:
                 continue
-            fixed_static = m.fixed_static(d) if m.is_fixed else 0
             if m.is_fixed and fixed_static + sum(q for _, q in items) <= cap:
                 continue  # even all activations at once fit: the cumulative would be redundant
-            cp.add_cumulative([iv for iv, _ in items], [q for _, q in items], cap - static).with_name(
+            cp.add_cumulative([iv for iv, _ in items], [q for _, q in items], cap - fixed_static).with_name(
                 f"memory[{d}]"
             )
 
