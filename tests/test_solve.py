@@ -355,3 +355,15 @@ def test_free_placement_plan_names_the_chosen_devices_and_round_trips(tmp_path) 
     assert again.validate() == []
     assert again.metrics.makespan == plan.metrics.makespan
     assert again.solver is not None and again.solver.status == "optimal"
+
+
+def test_no_bound_claimed_when_fused_actions_could_beat_the_model() -> None:
+    # F&B = 1.5 < F + B = 3: DualPipe's fused chunks are outside the unfused model, so the planner
+    # must neither claim a lower bound nor optimality (and must still return DualPipe if better)
+    problem = synthetic_problem(pp=2, microbatches=4, placement="bidirectional", costs="F=1,I=1,W=1,FB=1.5")
+    plan = solve(problem)
+    assert plan.metrics.lower_bound is None
+    assert plan.solver is not None and plan.solver.status == "feasible"
+    baseline = plan.source["baseline"]
+    assert isinstance(baseline, dict)
+    assert plan.metrics.makespan <= baseline["makespan"]

@@ -379,14 +379,18 @@ def plan_problem(
         # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time
         floor_model = pipeline_model(problem, fused=fused, contiguous=contiguous, round_down=True)
         lower = lower_bounds(floor_model).best * floor_model.tick
-    lower = min(lower, plan.metrics.makespan)
+    lower: float | None = min(lower, plan.metrics.makespan)
+    if not _model_covers_fusion(problem, fused):
+        # fused F&B actions (built-in schedules may use them) can beat every schedule of this model,
+        # so neither its bounds nor its optimality hold for the problem
+        lower, proven = None, False
     status = "optimal" if proven else "feasible"
     peak = max(plan.metrics.peak_memory_per_device)
     objective_value = {"makespan": plan.metrics.makespan, "memory": peak}.get(
         first, plan.metrics.makespan + memory_weight * peak
     )
     bound_value = None
-    if solver_bound is not None and first == "makespan" and model.exact_time:
+    if solver_bound is not None and first == "makespan" and model.exact_time and lower is not None:
         bound_value = solver_bound * model.tick
     elif solver_bound is not None and first == "memory":
         bound_value = solver_bound * model.mem_quantum
@@ -425,6 +429,19 @@ def plan_problem(
     if violations:
         raise InternalError(f"planned schedule fails the validator: {violations[:3]}")
     return out
+
+
+def _model_covers_fusion(problem: PipelineProblem, fused: bool) -> bool:
+    """Whether no fused action could beat the model: no stage overlaps a forward with a backward
+    faster than running them apart, or the model offers every such pair (fused, unsplit backward)."""
+    gains = False
+    for st in problem.stages:
+        devices = [st.device] if st.device is not None else range(problem.num_devices)
+        for d in devices:
+            c = st.cost_on(d)
+            if c.FB is not None and c.FB < c.F + c.B - 1e-12:
+                gains = True
+    return not gains or (fused and not problem.split_backward)
 
 
 def _score(phase: str, makespan: float, peak: float, memory_weight: float) -> tuple[float, float]:

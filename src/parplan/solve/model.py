@@ -370,8 +370,8 @@ def pipeline_model(
     memory_limit
         Overrides every device's memory limit (same units as the problem); None keeps the problem's.
     fused
-        Offer DualPipe-style fused pairs: the forward of one stage with the backward (I, or B when
-        the backward is not split) of another stage on the same device, lasting the forward stage's
+        Offer DualPipe-style fused pairs: the forward of one micro-batch with the backward (I, or B
+        when the backward is not split) of another on the same device, lasting the forward stage's
         FB time. Only for fixed placement and stages that give an FB time below the pair's sum.
     contiguous
         For free placement of a chain: devices must not decrease along the chain.
@@ -487,7 +487,7 @@ def pipeline_model(
                 continue
             fb_ticks = ticks(fb, tick)
             for bwd_stage in problem.stages:
-                if bwd_stage.device != dev or bwd_stage.index == fwd_stage.index:
+                if bwd_stage.device != dev:
                     continue
                 for mf in problem.microbatches:
                     if not problem.passes(mf.index, fwd_stage.index):
@@ -496,6 +496,8 @@ def pipeline_model(
                     for mbk in problem.microbatches:
                         if not problem.passes(mbk.index, bwd_stage.index):
                             continue
+                        if mbk.index == mf.index and bwd_stage.index == fwd_stage.index:
+                            continue  # a pass cannot overlap its own backward
                         bt = key_index[(bwd_stage.index, back_kind, mbk.index)]
                         if fb_ticks < tasks[ft].durations[0][1] + tasks[bt].durations[0][1]:
                             fusable.append(FusablePair(forward=ft, backward=bt, device=dev, ticks=fb_ticks))
