@@ -139,11 +139,13 @@ def test_load_cut_changes_the_bound_not_the_optimum() -> None:
         (dict(pp=3, microbatches=3, costs="F=1,I=2,W=1"), 2),
         (dict(pp=2, microbatches=4, placement="bidirectional", costs="F=1,I=1,W=1"), 3),
         (dict(pp=2, microbatches=3, costs="F=2,I=1,W=1", act_mem=2, wgrad_mem=1), 3),
+        (dict(pp=3, microbatches=5, costs="F=1,I=2,W=1"), 2),
     ],
 )
 def test_microbatch_symmetry_breaking_keeps_the_optimum(kw: dict[str, object], limit: float) -> None:
-    # the FIFO order of identical micro-batches is a relabeling (pipeline_model's Notes): the
-    # optimum with and without it must agree, with and without a memory limit
+    # the FIFO order of identical micro-batches is a relabeling (pipeline_model's Notes), and the
+    # memory precedences derived from it (memfifo) follow: the optimum with and without them must
+    # agree, with and without a memory limit
     for memory_limit in (None, limit):
         problem = synthetic_problem(**kw, memory_limit=memory_limit)  # type: ignore[arg-type]
         assert model_optimum(problem, symmetry=True) == model_optimum(problem, symmetry=False)

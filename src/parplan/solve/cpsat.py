@@ -76,6 +76,7 @@ class CpSatBackend:
         self._critical_path()
         if self.opt.symmetry:
             self._microbatch_symmetry()
+            self._memory_precedence()
             self._device_symmetry()
         self._contiguous()
         self._objective()
@@ -338,6 +339,38 @@ class CpSatBackend:
         for c, chain in enumerate(self.m.chains):
             for a, b in itertools.pairwise(chain):
                 self.cp.add(self.start[b] >= self.end[a]).with_name(f"fifo[{c},{a}]")
+
+    def _memory_precedence(self) -> None:
+        """memfifo[d,k]: start[F_(k+C)] >= end[R_k] on a device holding one stage whose C = (capacity -
+        static) // act activations fit (F_k its k-th forward, R_k the pass freeing that activation).
+
+        Valid with the FIFO chains: when F_(k+C) starts, k+C+1 activations were allocated and the
+        freed ones are a prefix R_0..R_r of the FIFO releases, so C live at most means r >= k. It turns
+        the weakly propagating cumulative into precedences (1F1B-like memory becomes a chain).
+        """
+        m = self.m
+        if m.fusable or not m.is_fixed or not m.capacity:
+            return
+        chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in m.chains}
+        for d in range(m.num_devices):
+            cap = m.capacity[d]
+            groups = [g for g in m.groups if g.devices == (d,)]
+            if cap is None or len(groups) != 1:
+                continue
+            lts = [lt for lt in m.lifetimes if m.tasks[lt.first].group == groups[0].index]
+            firsts = [lt.first for lt in lts]
+            if not lts or len(set(firsts)) != len(firsts) or len({lt.demand for lt in lts}) != 1:
+                continue
+            fwd = chain_of.get(frozenset(firsts))
+            rel = chain_of.get(frozenset(lt.last for lt in lts))
+            if fwd is None or rel is None:
+                continue
+            last_of = {lt.first: lt.last for lt in lts}
+            if [last_of[f] for f in fwd] != list(rel):
+                continue
+            fit = (cap - m.fixed_static(d)) // lts[0].demand
+            for k in range(max(0, len(fwd) - fit)):
+                self.cp.add(self.start[fwd[k + fit]] >= self.end[rel[k]]).with_name(f"memfifo[{d},{k}]")
 
     def _device_symmetry(self) -> None:
         """devsym[g,d]: x[g,d] <= sum_{h<g} x[h,d-1] on identical devices (a device is used only after
