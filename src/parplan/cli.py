@@ -678,20 +678,32 @@ def fjsp(
 # ----------------------------------------------------------------------------- frontier
 @app.command()
 def frontier(
-    devices: Annotated[int, typer.Option(help="Devices in the group.")],
     model: Annotated[str, typer.Option(help="Zoo model name or graph JSON file.")] = "gpt2-small",
     cluster: Annotated[str, typer.Option(help="Cluster preset or YAML/JSON file.")] = "8xh100",
+    devices: Annotated[
+        int | None, typer.Option(help="Devices every operator is spread over (default: the whole cluster).")
+    ] = None,
+    mesh: Annotated[
+        str | None, typer.Option(help="Device grid DATAxMODEL, e.g. 2x4 (default: try every grid).")
+    ] = None,
     memory_limit: Annotated[
-        str | None, typer.Option(help="Per-device memory limit, e.g. 40GB (pick the fastest under it).")
+        str | None,
+        typer.Option(help="Per-device memory limit, e.g. 40GB: choose the fastest point under it."),
     ] = None,
     time_limit: Annotated[
         str | None,
-        typer.Option(help="Iteration time limit, e.g. 0.5s or 300ms (pick the least memory under it)."),
+        typer.Option(help="Iteration time limit, e.g. 0.5s: choose the point with least memory under it."),
+    ] = None,
+    time_target: Annotated[
+        str | None,
+        typer.Option(help="Iteration time target, e.g. 2s: find the fewest devices that meet it."),
     ] = None,
     microbatches: Annotated[
         int, typer.Option("--microbatches", "-m", help="Micro-batches per iteration.")
     ] = 1,
-    epsilon: Annotated[float, typer.Option(help="Relative bucket size bounding the frontier.")] = 0.02,
+    epsilon: Annotated[
+        float, typer.Option(help="Approximation: every strategy is within 1+eps of a returned point.")
+    ] = 0.02,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -703,7 +715,8 @@ def frontier(
     """The Pareto frontier of intra-operator strategies: iteration time versus memory per device."""
 
     def body() -> None:
-        from parplan.cluster_io import load_cluster
+        from parplan.cluster_io import load_cluster, parse_quantity
+        from parplan.frontier import fewest_devices
         from parplan.frontier import frontier as ft
         from parplan.graph.zoo import resolve_model
 
@@ -719,22 +732,55 @@ def frontier(
         }
         graph = resolve_model(model, **opts)
         cl = load_cluster(cluster)
-        if devices > cl.num_devices:
-            raise InvalidInputError(
-                f"--devices {devices}: cluster {cl.name!r} has only {cl.num_devices} devices"
-            )
-        t0 = time.perf_counter()
-        f = ft(graph, cl, devices=devices, microbatches=microbatches, epsilon=epsilon, dtype=dtype or "bf16")
-        elapsed = time.perf_counter() - t0
-        chosen = None
         mem_limit = _mem(memory_limit)
-        if mem_limit is not None:
-            chosen = f.fastest_under(mem_limit)
-        elif time_limit is not None:
-            from parplan.cluster_io import parse_quantity
-
-            chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
+        if sum(x is not None for x in (time_limit, time_target)) > 1:
+            raise InvalidInputError("--time-limit and --time-target: give one of them")
+        grid = _mesh(mesh)
+        t0 = time.perf_counter()
+        if time_target is not None:
+            if devices is not None or grid is not None:
+                raise InvalidInputError("--time-target: searches device counts itself; drop --devices/--mesh")
+            target = parse_quantity(time_target, "--time-target", "s")
+            choice = fewest_devices(
+                graph,
+                cl,
+                target,
+                memory_limit=mem_limit,
+                microbatches=microbatches,
+                epsilon=epsilon,
+                dtype=dtype or "bf16",
+            )
+            f, chosen = choice.frontier, choice.point
+            if not json_:
+                for k, g, t in choice.tried:
+                    err.print(
+                        f"  {k} devices: fastest {_fmt(t, 's')}" + (f" (grid {g})" if g else ""),
+                        highlight=False,
+                    )
+        else:
+            count = devices if devices is not None else cl.num_devices
+            if count > cl.num_devices:
+                raise InvalidInputError(
+                    f"--devices {count}: cluster {cl.name!r} has only {cl.num_devices} devices"
+                )
+            f = ft(
+                graph,
+                cl,
+                devices=count,
+                microbatches=microbatches,
+                epsilon=epsilon,
+                mesh=grid,
+                dtype=dtype or "bf16",
+                memory_limit=mem_limit,
+            )
+            chosen = None
+            if mem_limit is not None:
+                chosen = f.fastest_under(mem_limit)
+            elif time_limit is not None:
+                chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
+        elapsed = time.perf_counter() - t0
         doc = f.to_json(chosen=chosen)
+        doc["search_time_s"] = elapsed
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
             output.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
@@ -749,22 +795,31 @@ def frontier(
             "#",
             "time / iteration",
             "memory / device",
-            "family",
-            title=f"frontier: {graph.name} on {devices} x {cl.devices[0].kind} ({elapsed:.2f} s)",
+            "strategy family",
+            title=f"frontier: {graph.name} on {f.devices} x {cl.devices[0].kind} "
+            f"({len(f.points)} points, within {f.error_bound:.1%}, {elapsed:.2f} s)",
         )
         for i, pt in enumerate(f.points):
-            mark = " <- chosen" if chosen is not None and pt == chosen else ""
+            mark = "  [bold green]<- chosen[/]" if chosen is not None and pt == chosen else ""
             t.add_row(str(i), _fmt(pt.time_s, "s"), _fmt(pt.memory_bytes, "bytes"), pt.family + mark)
         out.print(t)
-        if (memory_limit is not None or time_limit is not None) and chosen is None:
-            raise InvalidInputError(
-                "no frontier point meets the limit; relax --memory-limit/--time-limit or add --devices"
-            )
         for path in (output, plot):
             if path is not None:
                 err.print(f"wrote {path}", highlight=False)
 
     _run(body)
+
+
+def _mesh(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(x) for x in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise InvalidInputError(f"--mesh: cannot read {text!r}; write DATAxMODEL like 2x4")
+    return dims
 
 
 def main() -> None:
