@@ -140,6 +140,8 @@ def test_load_cut_changes_the_bound_not_the_optimum() -> None:
         (dict(pp=2, microbatches=4, placement="bidirectional", costs="F=1,I=1,W=1"), 3),
         (dict(pp=2, microbatches=3, costs="F=2,I=1,W=1", act_mem=2, wgrad_mem=1), 3),
         (dict(pp=3, microbatches=5, costs="F=1,I=2,W=1"), 2),
+        (dict(pp=2, microbatches=4, placement="v", costs="F=1,I=2,W=1"), 3),
+        (dict(pp=2, microbatches=5, placement="v"), 2),
     ],
 )
 def test_microbatch_symmetry_breaking_keeps_the_optimum(kw: dict[str, object], limit: float) -> None:

@@ -341,12 +341,14 @@ class CpSatBackend:
                 self.cp.add(self.start[b] >= self.end[a]).with_name(f"fifo[{c},{a}]")
 
     def _memory_precedence(self) -> None:
-        """memfifo[d,k]: start[F_(k+C)] >= end[R_k] on a device holding one stage whose C = (capacity -
-        static) // act activations fit (F_k its k-th forward, R_k the pass freeing that activation).
+        """memfifo[d,g,k]: memory limits as precedences between FIFO forwards F_k and the passes R_k
+        freeing their activations, with C = (capacity - static) // act activations fitting on d.
 
-        Valid with the FIFO chains: when F_(k+C) starts, k+C+1 activations were allocated and the
-        freed ones are a prefix R_0..R_r of the FIFO releases, so C live at most means r >= k. It turns
-        the weakly propagating cumulative into precedences (1F1B-like memory becomes a chain).
+        Valid with the FIFO chains (releases of a stage come in order). Per stage g on d:
+        start[F_(k+C)] >= end[R_k] (when F_(k+C) starts, k+C+1 activations of g were allocated, the
+        freed ones are a prefix, at most C may live). Two stages a -> b of one route on d (V shape):
+        when F_b(k+x) starts, a and b each allocated k+x+1, and a frees after b, so
+        start[F_b(k + C//2)] >= end[R_b(k)] and start[F_b(k + C)] >= end[R_a(k)].
         """
         m = self.m
         if m.fusable or not m.is_fixed or not m.capacity:
@@ -354,23 +356,67 @@ class CpSatBackend:
         chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in m.chains}
         for d in range(m.num_devices):
             cap = m.capacity[d]
-            groups = [g for g in m.groups if g.devices == (d,)]
-            if cap is None or len(groups) != 1:
+            groups = [g.index for g in m.groups if g.devices == (d,)]
+            if cap is None or not groups:
                 continue
-            lts = [lt for lt in m.lifetimes if m.tasks[lt.first].group == groups[0].index]
-            firsts = [lt.first for lt in lts]
-            if not lts or len(set(firsts)) != len(firsts) or len({lt.demand for lt in lts}) != 1:
-                continue
-            fwd = chain_of.get(frozenset(firsts))
-            rel = chain_of.get(frozenset(lt.last for lt in lts))
-            if fwd is None or rel is None:
-                continue
-            last_of = {lt.first: lt.last for lt in lts}
-            if [last_of[f] for f in fwd] != list(rel):
-                continue
-            fit = (cap - m.fixed_static(d)) // lts[0].demand
-            for k in range(max(0, len(fwd) - fit)):
-                self.cp.add(self.start[fwd[k + fit]] >= self.end[rel[k]]).with_name(f"memfifo[{d},{k}]")
+            room = cap - m.fixed_static(d)
+            fifo: dict[int, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
+            for g in groups:
+                lts = [lt for lt in m.lifetimes if m.tasks[lt.first].group == g]
+                firsts = [lt.first for lt in lts]
+                if not lts or len(set(firsts)) != len(firsts) or len({lt.demand for lt in lts}) != 1:
+                    continue
+                fwd = chain_of.get(frozenset(firsts))
+                rel = chain_of.get(frozenset(lt.last for lt in lts))
+                last_of = {lt.first: lt.last for lt in lts}
+                if fwd is None or rel is None or [last_of[f] for f in fwd] != list(rel):
+                    continue
+                fifo[g] = (fwd, rel, lts[0].demand)
+                fit = room // lts[0].demand
+                for k in range(max(0, len(fwd) - fit)):
+                    self.cp.add(self.start[fwd[k + fit]] >= self.end[rel[k]]).with_name(
+                        f"memfifo[{d},{g},{k}]"
+                    )
+            if len(groups) == 2 and len(fifo) == 2:
+                self._memory_precedence_pair(d, room, fifo[groups[0]], fifo[groups[1]])
+
+    def _memory_precedence_pair(
+        self,
+        device: int,
+        room: int,
+        first: tuple[tuple[int, ...], tuple[int, ...], int],
+        second: tuple[tuple[int, ...], tuple[int, ...], int],
+    ) -> None:
+        """The V-shape cuts of ``_memory_precedence`` for the two stages of ``device``."""
+        m = self.m
+        (fa, ra, qa), (fb, rb, qb) = first, second
+        if qa != qb or len(fa) != len(fb):
+            return
+        if [m.tasks[t].key[2] for t in fa] != [m.tasks[t].key[2] for t in fb]:
+            return  # not the same micro-batches in the same order
+        if self._reaches(fb[0], fa[0]):
+            (fa, ra), (fb, rb) = (fb, rb), (fa, ra)
+        if not self._reaches(fa[0], fb[0]) or not self._reaches(rb[0], ra[0]):
+            return  # a must feed b forward, and b's release must come before a's
+        fit = room // qa
+        for x, chain in ((fit // 2, rb), (fit, ra)):
+            for k in range(max(0, len(fb) - x)):
+                self.cp.add(self.start[fb[k + x]] >= self.end[chain[k]]).with_name(
+                    f"memfifo2[{device},{k},{x}]"
+                )
+
+    def _reaches(self, src: int, dst: int) -> bool:
+        """Whether a path of arcs leads from task ``src`` to task ``dst``."""
+        seen, stack = {src}, [src]
+        while stack:
+            t = stack.pop()
+            if t == dst:
+                return True
+            for a in self.m.succs[t]:
+                if a.dst not in seen:
+                    seen.add(a.dst)
+                    stack.append(a.dst)
+        return False
 
     def _device_symmetry(self) -> None:
         """devsym[g,d]: x[g,d] <= sum_{h<g} x[h,d-1] on identical devices (a device is used only after
