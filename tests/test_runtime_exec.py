@@ -13,6 +13,7 @@ from parplan.cost.pipeline import model_problem  # noqa: E402
 from parplan.errors import InvalidInputError  # noqa: E402
 from parplan.graph.zoo import build_model  # noqa: E402
 from parplan.plan import Plan  # noqa: E402
+from parplan.problem import Device  # noqa: E402
 from parplan.runtime.launch import RunError, run_plan, run_plans  # noqa: E402
 from parplan.schedule.expert import build_schedule  # noqa: E402
 from parplan.schedule.ir import Schedule  # noqa: E402
@@ -117,3 +118,87 @@ def test_bad_options_are_named() -> None:
         run_plan(plan, steps=0)
     with pytest.raises(InvalidInputError, match="not ops of model"):
         run_plan(plan, model="gpt-tiny", model_options={"num_layers": 2})
+
+
+@pytest.mark.slow
+def test_pipelining_runtime_runs_the_exported_csv() -> None:
+    names = ["gpipe", "1f1b", "zb-h1", "zb-v", "dualpipev"]
+    results = run_plans([gpt_plan(n) for n in names], steps=1, warmup=0, engine="pipelining")
+    for name, r in zip(names, results, strict=True):
+        assert r.engine == "pipelining", name
+        assert r.max_grad_abs_err < TOL, name
+        assert r.loss == pytest.approx(r.ref_loss, abs=1e-5), name
+
+
+def test_pipelining_falls_back_on_what_it_cannot_run() -> None:
+    from parplan.runtime.launch import _choose_engine
+    from parplan.runtime.modules import build_torch_model
+
+    model, _ = build_torch_model("gpt-tiny", microbatch_size=2, seq_len=16)
+    assert _choose_engine(gpt_plan("zb-v"), "pipelining", model) == "pipelining"
+    assert _choose_engine(gpt_plan("zb-v"), "auto", model) == "parplan"
+    dag = multimodal_dag_plan()
+    mm, _ = build_torch_model("multimodal-small", microbatch_size=1, seq_len=8, num_layers=1, image_size=32)
+    with pytest.warns(UserWarning, match="not the chain"):
+        assert _choose_engine(dag, "pipelining", mm) == "parplan"
+
+
+def multimodal_dag_plan() -> Plan:
+    """Three stages joined as a DAG: the vision branch (device 0) and the text branch (device 1)
+    both feed the decoder (device 0); GPipe-like orders with full backward passes."""
+    from parplan.problem import Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
+    from parplan.schedule.ir import B, F
+
+    graph = build_model(
+        "multimodal-small", microbatch_size=1, seq_len=8, num_layers=1, image_size=32, dtype="fp32"
+    )
+    names = [op.name for op in graph.ops]
+    vision = tuple(n for n in names if n.startswith("vision."))
+    text = tuple(n for n in names if n == "embed" or n.startswith("text."))
+    decoder = tuple(n for n in names if n not in vision and n not in text)
+    cost = PassTimes(F=1.0, B=2.0)
+    stages = tuple(
+        Stage(index=i, name=n, cost=cost, device=d, ops=ops)
+        for i, (n, d, ops) in enumerate((("vision", 0, vision), ("text", 1, text), ("decoder", 0, decoder)))
+    )
+    m = 2
+    problem = PipelineProblem(
+        devices=tuple(Device(index=d, name=f"d{d}") for d in range(2)),
+        stages=stages,
+        edges=(StageEdge(src=0, dst=2), StageEdge(src=1, dst=2)),
+        microbatches=tuple(Microbatch(index=j, stages=(0, 1, 2)) for j in range(m)),
+        split_backward=False,
+        placement="graph",
+        source={"model": "multimodal-small", "model_meta": graph.meta_dict},
+    )
+    orders = [
+        [F(0, j) for j in range(m)]
+        + [F(2, j) for j in range(m)]
+        + [B(2, j) for j in range(m)]
+        + [B(0, j) for j in range(m)],
+        [F(1, j) for j in range(m)] + [B(1, j) for j in range(m)],
+    ]
+    return Plan.from_schedule(problem, Schedule.of("dag-gpipe", orders))
+
+
+@pytest.mark.slow
+def test_dag_moe_and_planner_plans_match_single_process() -> None:
+    from parplan.solve.api import plan_problem
+
+    moe = build_model("moe-small", microbatch_size=1, seq_len=16, num_layers=2, dtype="fp32")
+    moe_problem = model_problem(moe, load_cluster("local"), pp=2, microbatches=2, dtype="fp32")
+    gpt = build_model("gpt-tiny", microbatch_size=2, seq_len=16, dtype="fp32")
+    free = model_problem(
+        gpt, load_cluster("local"), pp=2, microbatches=4, dtype="fp32", placement="free", chunks=2
+    )
+    plans = [
+        multimodal_dag_plan(),
+        Plan.from_schedule(moe_problem, build_schedule("zb-h1", moe_problem)),
+        plan_problem(free, time_limit_s=3, deterministic=True),
+        plan_problem(
+            model_problem(gpt, load_cluster("local"), pp=2, microbatches=4, dtype="fp32"), time_limit_s=3
+        ),
+    ]
+    for r in run_plans(plans, steps=1, warmup=0):
+        assert r.max_grad_abs_err < TOL
+        assert r.loss == pytest.approx(r.ref_loss, abs=1e-5)

@@ -185,14 +185,14 @@ def _check_options(plan: Plan, backend: str, engine: str, steps: int, timeout_s:
             )
 
 
-def _choose_engine(plan: Plan, engine: str) -> str:
-    if engine == "parplan":
-        return engine
+def _choose_engine(plan: Plan, engine: str, model: Any) -> str:
+    if engine in ("parplan", "auto"):
+        return "parplan"
     from parplan.runtime.pipelining_adapter import pipelining_unsupported
 
-    reason = pipelining_unsupported(plan)
+    reason = pipelining_unsupported(plan, model)
     if reason is None:
-        return "pipelining" if engine == "pipelining" else "parplan"
+        return "pipelining"
     if engine == "pipelining":
         warnings.warn(
             f"engine pipelining cannot run plan {plan.name!r} ({reason}); using parplan's executor",
@@ -309,7 +309,11 @@ def run_plans(
         stage_io(ref_model, plan)  # bad plans fail here, in the parent, with a clear message
         refs.append((ref_model, spec))
         tasks.append(
-            {"plan": plan.to_json(), "model": spec.to_json(), "engine": _choose_engine(plan, engine)}
+            {
+                "plan": plan.to_json(),
+                "model": spec.to_json(),
+                "engine": _choose_engine(plan, engine, ref_model),
+            }
         )
     with tempfile.TemporaryDirectory(prefix="parplan-run-") as tmp:
         job = {
