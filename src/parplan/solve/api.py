@@ -373,13 +373,14 @@ def plan_problem(
     ms_bound_ticks = bounds.best
     if objective in ("makespan", "makespan,memory") and solver_bound is not None:
         ms_bound_ticks = max(ms_bound_ticks, solver_bound)
+    lower: float | None
     if model.exact_time:
         lower = ms_bound_ticks * model.tick
     else:
         # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time
         floor_model = pipeline_model(problem, fused=fused, contiguous=contiguous, round_down=True)
         lower = lower_bounds(floor_model).best * floor_model.tick
-    lower: float | None = min(lower, plan.metrics.makespan)
+    lower = min(lower, plan.metrics.makespan)
     if not _model_covers_fusion(problem, fused):
         # fused F&B actions (built-in schedules may use them) can beat every schedule of this model,
         # so neither its bounds nor its optimality hold for the problem

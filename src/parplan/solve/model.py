@@ -568,7 +568,8 @@ def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]
             # A micro-batch's activations on the stages of d it passes are all alive at the start of
             # its last forward there when those stages lie on one path (chain problems): an upstream
             # stage frees memory only at its I/W, after every downstream I. Otherwise one activation.
-            worst, worst_mb, worst_stages = 0, -1, ()
+            worst, worst_mb = 0, -1
+            worst_stages: tuple[int, ...] = ()
             for mb in problem.microbatches:
                 mine = [s for s in mb.stages if problem.stages[s].device == d]
                 if not mine:
