@@ -371,3 +371,10 @@ def test_no_bound_claimed_when_fused_actions_could_beat_the_model() -> None:
     baseline = plan.source["baseline"]
     assert isinstance(baseline, dict)
     assert plan.metrics.makespan <= baseline["makespan"]
+
+
+def test_deterministic_mode_repeats_the_same_plan() -> None:
+    problem = synthetic_problem(pp=3, microbatches=5, costs="F=1,I=2,W=1", memory_limit=2)
+    first = solve(problem, warm_start=False)
+    second = solve(problem, warm_start=False)
+    assert first.timed == second.timed
