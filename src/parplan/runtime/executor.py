@@ -254,6 +254,7 @@ class ActionTiming:
     start_s: float
     end_s: float
     recv_wait_s: float = 0.0
+    cpu_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -265,6 +266,7 @@ class ActionTiming:
             "start_s": self.start_s,
             "end_s": self.end_s,
             "recv_wait_s": self.recv_wait_s,
+            "cpu_s": self.cpu_s,
         }
 
 
@@ -496,9 +498,11 @@ class DeviceExecutor:
         timings = []
         for action in self.order:
             w0 = self.comm.wait_s
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             self.run_action(action)
             t1 = time.perf_counter()
+            c1 = time.thread_time()
             timings.append(
                 ActionTiming(
                     device=self.device,
@@ -509,6 +513,7 @@ class DeviceExecutor:
                     start_s=t0 - start,
                     end_s=t1 - start,
                     recv_wait_s=self.comm.wait_s - w0,
+                    cpu_s=c1 - c0,
                 )
             )
         self.comm.flush()

@@ -62,6 +62,7 @@ class RunResult:
     engine: str
     backend: str
     trace_path: str | None = None
+    replayed_step_s: float | None = None
 
     @property
     def step_error(self) -> float | None:
@@ -84,6 +85,7 @@ class RunResult:
             "engine": self.engine,
             "backend": self.backend,
             "trace_path": self.trace_path,
+            "replayed_step_s": self.replayed_step_s,
         }
 
 
@@ -129,6 +131,16 @@ def _run_device(rank: int, job: dict[str, Any], task: dict[str, Any]) -> dict[st
 
     from parplan.runtime.executor import Comm, DeviceExecutor, ModelSpec
 
+    if task.get("kind") == "profile":
+        import torch.distributed as dist
+
+        from parplan.runtime.profile import profile_ops
+
+        spec = ModelSpec(**task["model"])
+        model, _ = spec.build(job["seed"])
+        dist.barrier()  # every device profiles at the same time: the run's CPU sharing
+        ops = profile_ops(model, repeats=task["repeats"], warmup=task["warmup"], seed=job["seed"])
+        return {"ops": {k: v.to_json() for k, v in ops.items()}}
     plan = Plan.from_json(task["plan"])
     spec = ModelSpec(**task["model"])
     model, _ = spec.build(job["seed"])
@@ -344,6 +356,90 @@ def run_plans(
     return out
 
 
+def profile_in_workers(
+    name: str,
+    *,
+    num_devices: int = 2,
+    repeats: int = 5,
+    warmup: int = 2,
+    timeout_s: float = 120.0,
+    seed: int = 0,
+    **options: Any,
+) -> Any:
+    """Profile a model's ops in ``num_devices`` worker processes at once, like a run's devices.
+
+    A run's devices share the machine (CPU cores, memory bandwidth); a profile taken in one
+    process alone underestimates what each device gets. Every worker profiles the whole model
+    simultaneously; each op keeps the median over devices of its median time.
+
+    Parameters
+    ----------
+    name, options
+        Model and options as in :func:`parplan.runtime.profile.profile_model`.
+    num_devices
+        Processes profiling at once (the plan's device count).
+
+    Returns
+    -------
+    parplan.cost.profile.Profile
+    """
+    import torch
+    import torch.multiprocessing as mp
+
+    from parplan.cost.profile import OpProfile, Profile
+    from parplan.runtime.executor import ModelSpec
+
+    spec = ModelSpec(name=name, **options)
+    _, graph = spec.build(seed)
+    with tempfile.TemporaryDirectory(prefix="parplan-profile-") as tmp:
+        job = {
+            "tasks": [{"kind": "profile", "model": spec.to_json(), "repeats": repeats, "warmup": warmup}],
+            "world": num_devices,
+            "backend": "gloo",
+            "steps": 0,
+            "warmup": 0,
+            "timeout_s": timeout_s,
+            "seed": seed,
+            "out_dir": tmp,
+            "store": os.path.join(tmp, "store"),
+        }
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(r, job), daemon=True) for r in range(num_devices)]
+        for p in procs:
+            p.start()
+        _wait(procs, Path(tmp), timeout_s + 30)
+        per_device = [_load(Path(tmp) / f"device{r}.pt")[0]["ops"] for r in range(num_devices)]
+    ops = {}
+    for op in per_device[0]:
+        vals = [d[op] for d in per_device]
+        ops[op] = OpProfile(
+            F=statistics.median(v["F"] for v in vals),
+            I=statistics.median(v["I"] for v in vals),
+            W=statistics.median(v["W"] for v in vals),
+            act_bytes=vals[0].get("act_bytes"),
+        )
+    meta = graph.meta_dict
+    return Profile(
+        device="cpu",
+        dtype="fp32",
+        microbatch_size=spec.microbatch_size,
+        seq_len=meta.get("seq_len"),
+        ops=tuple(sorted(ops.items())),
+        meta=tuple(
+            sorted(
+                {
+                    "model": name,
+                    "torch": torch.__version__,
+                    "repeats": repeats,
+                    "concurrent_processes": num_devices,
+                    "threads": 1,
+                    "num_layers": meta.get("num_layers"),
+                }.items()
+            )
+        ),
+    )
+
+
 def _load(path: Path) -> dict[str, Any]:
     import torch
 
@@ -423,6 +519,7 @@ def _summarize(
     if trace is not None:
         trace_path = str(write_measured_trace(plan, timings, trace))
     predicted = plan.metrics.makespan if plan.problem.time_unit == "s" else None
+    replayed = replay_step_s(plan, timings) if timings else None
     return RunResult(
         measured_step_s=statistics.median(step_times),
         predicted_step_s=predicted,
@@ -436,7 +533,56 @@ def _summarize(
         engine=engine,
         backend=backend,
         trace_path=trace_path,
+        replayed_step_s=replayed,
     )
+
+
+def measured_stage_costs(plan: Plan, timings: tuple[dict[str, Any], ...]) -> list[Any]:
+    """Each stage's pass times as measured: median compute time (receive waits excluded) per kind.
+
+    Fused actions are split between their parts in proportion to the plan's own part times.
+    """
+    from parplan.problem import PassTimes
+
+    problem = plan.problem
+    samples: dict[tuple[int, str], list[float]] = {}
+    for t in timings:
+        compute = max(0.0, t["end_s"] - t["start_s"] - t["recv_wait_s"])
+        if t["kind"] == "FB":
+            continue
+        samples.setdefault((t["stage"], t["kind"]), []).append(compute)
+    out = []
+    for s in problem.stages:
+        old = s.cost
+
+        def med(kind: str, old: PassTimes = old, s: Any = s) -> float | None:
+            got = samples.get((s.index, kind))
+            if got:
+                return statistics.median(got)
+            return getattr(old, kind)
+
+        F, B, I, W = med("F"), med("B"), med("I"), med("W")
+        if I is not None and W is not None and (s.index, "B") not in samples:
+            B = I + W
+        out.append(PassTimes(F=F or 0.0, B=B or 0.0, I=I, W=W, FB=old.FB))
+    return out
+
+
+def replay_step_s(plan: Plan, timings: tuple[dict[str, Any], ...]) -> float:
+    """The plan's makespan simulated with the measured stage times instead of the predicted ones.
+
+    Its distance to the measured step isolates the schedule and communication model from the
+    compute-cost model (the profile).
+    """
+    from dataclasses import replace
+
+    from parplan.simulate import compute_metrics, simulate
+
+    problem = plan.problem
+    costs = measured_stage_costs(plan, timings)
+    stages = [replace(s, cost=c, device_costs=()) for s, c in zip(problem.stages, costs, strict=True)]
+    measured = problem.with_stages(stages)
+    return compute_metrics(measured, simulate(measured, plan.schedule)).makespan
 
 
 def measured_trace(plan: Plan, timings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
