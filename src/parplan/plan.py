@@ -105,7 +105,12 @@ class Plan:
         out["actions"] = [_action_json(t) for t in self.timed]
         out["metrics"] = self.metrics.to_json()
         out["solver"] = self.solver.to_json() if self.solver else None
-        out["source"] = self.source
+        source = dict(self.source)
+        # the model a plan was made for lets `parplan run PLAN.json` rebuild it: keep it in the file
+        for key in ("model", "model_meta"):
+            if key in self.problem.source and key not in source:
+                source[key] = self.problem.source[key]
+        out["source"] = source
         if self.intra_op is not None:
             out["intra_op"] = self.intra_op
         return out
