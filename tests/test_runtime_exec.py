@@ -12,7 +12,7 @@ from parplan.cluster_io import load_cluster  # noqa: E402
 from parplan.cost.pipeline import model_problem  # noqa: E402
 from parplan.errors import InvalidInputError  # noqa: E402
 from parplan.graph.zoo import build_model  # noqa: E402
-from parplan.plan import Plan  # noqa: E402
+from parplan.plan import Plan, read_plan  # noqa: E402
 from parplan.problem import Device  # noqa: E402
 from parplan.runtime.launch import RunError, run_plan, run_plans  # noqa: E402
 from parplan.schedule.expert import build_schedule  # noqa: E402
@@ -39,7 +39,8 @@ def gpt_plan(schedule: str, *, pp: int = 2, microbatches: int = 4, num_layers: i
 
 
 def test_one_f_one_b_matches_single_process(tmp_path) -> None:
-    plan = gpt_plan("1f1b")
+    # through a plan file: it records the model, so `parplan run PLAN.json` can rebuild it
+    plan = read_plan(gpt_plan("1f1b").write(tmp_path / "plan.json"))
     result = run_plan(plan, steps=1, warmup=0, trace=tmp_path / "run.json")
     assert result.max_grad_abs_err < TOL
     assert result.loss == pytest.approx(result.ref_loss, abs=1e-5)
@@ -202,3 +203,66 @@ def test_dag_moe_and_planner_plans_match_single_process() -> None:
     for r in run_plans(plans, steps=1, warmup=0):
         assert r.max_grad_abs_err < TOL
         assert r.loss == pytest.approx(r.ref_loss, abs=1e-5)
+
+
+def test_replaying_the_planned_times_gives_the_planned_makespan() -> None:
+    """Feeding the plan's own action times back as 'measurements' reproduces its makespan exactly:
+    the replay changes only the stage costs."""
+    from parplan.runtime.launch import measured_stage_costs, replay_step_s
+
+    for name in ("1f1b", "zb-h1", "zb-v"):
+        plan = gpt_plan(name)
+        timings = tuple(
+            {
+                "stage": t.action.stage,
+                "kind": t.action.kind,
+                "start_s": t.start,
+                "end_s": t.end,
+                "recv_wait_s": 0.0,
+            }
+            for t in plan.timed
+        )
+        costs = measured_stage_costs(plan, timings)
+        assert [c.F for c in costs] == pytest.approx([s.cost.F for s in plan.problem.stages])
+        assert replay_step_s(plan, timings) == pytest.approx(plan.metrics.makespan)
+        # twice slower stages: twice the makespan (communication is not scaled, so a bit less)
+        slow = tuple({**t, "end_s": t["start_s"] + 2 * (t["end_s"] - t["start_s"])} for t in timings)
+        assert replay_step_s(plan, slow) == pytest.approx(2 * plan.metrics.makespan, rel=0.02)
+
+
+def test_measured_trace_layout() -> None:
+    from parplan.runtime.launch import measured_trace
+
+    plan = gpt_plan("1f1b")
+    timings = (
+        {
+            "device": 0,
+            "action": "0F0",
+            "kind": "F",
+            "stage": 0,
+            "microbatch": 0,
+            "start_s": 0.0,
+            "end_s": 0.002,
+            "recv_wait_s": 0.0,
+            "cpu_s": 0.002,
+        },
+        {
+            "device": 1,
+            "action": "1F0",
+            "kind": "F",
+            "stage": 1,
+            "microbatch": 0,
+            "start_s": 0.002,
+            "end_s": 0.005,
+            "recv_wait_s": 0.001,
+            "cpu_s": 0.002,
+        },
+    )
+    events = measured_trace(plan, timings)["traceEvents"]
+    compute = [e for e in events if e["ph"] == "X" and e["tid"] == 0]
+    assert [(e["pid"], e["name"], e["ts"], e["dur"]) for e in compute] == [
+        (0, "0F0", 0.0, 2000.0),
+        (1, "1F0", 2000.0, 3000.0),
+    ]
+    waits = [e for e in events if e["ph"] == "X" and e["tid"] == 1]
+    assert [(e["pid"], e["dur"]) for e in waits] == [(1, 1000.0)]
