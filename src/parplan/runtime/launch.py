@@ -63,6 +63,7 @@ class RunResult:
     backend: str
     trace_path: str | None = None
     replayed_step_s: float | None = None
+    replayed_cpu_step_s: float | None = None
 
     @property
     def step_error(self) -> float | None:
@@ -86,6 +87,7 @@ class RunResult:
             "backend": self.backend,
             "trace_path": self.trace_path,
             "replayed_step_s": self.replayed_step_s,
+            "replayed_cpu_step_s": self.replayed_cpu_step_s,
         }
 
 
@@ -534,20 +536,26 @@ def _summarize(
         backend=backend,
         trace_path=trace_path,
         replayed_step_s=replayed,
+        replayed_cpu_step_s=replay_step_s(plan, timings, "cpu") if timings else None,
     )
 
 
-def measured_stage_costs(plan: Plan, timings: tuple[dict[str, Any], ...]) -> list[Any]:
-    """Each stage's pass times as measured: median compute time (receive waits excluded) per kind.
+def measured_stage_costs(plan: Plan, timings: tuple[dict[str, Any], ...], clock: str = "wall") -> list[Any]:
+    """Each stage's pass times as measured: the median per pass kind of each action's compute time.
 
-    Fused actions are split between their parts in proportion to the plan's own part times.
+    ``clock="wall"``: wall time minus receive waits; ``clock="cpu"``: the worker thread's CPU time,
+    which other load on the machine does not inflate. Fused actions are skipped (their stages keep
+    the plan's times for the passes never run alone).
     """
     from parplan.problem import PassTimes
 
     problem = plan.problem
     samples: dict[tuple[int, str], list[float]] = {}
     for t in timings:
-        compute = max(0.0, t["end_s"] - t["start_s"] - t["recv_wait_s"])
+        if clock == "cpu":
+            compute = t["cpu_s"]
+        else:
+            compute = max(0.0, t["end_s"] - t["start_s"] - t["recv_wait_s"])
         if t["kind"] == "FB":
             continue
         samples.setdefault((t["stage"], t["kind"]), []).append(compute)
@@ -568,18 +576,19 @@ def measured_stage_costs(plan: Plan, timings: tuple[dict[str, Any], ...]) -> lis
     return out
 
 
-def replay_step_s(plan: Plan, timings: tuple[dict[str, Any], ...]) -> float:
+def replay_step_s(plan: Plan, timings: tuple[dict[str, Any], ...], clock: str = "wall") -> float:
     """The plan's makespan simulated with the measured stage times instead of the predicted ones.
 
-    Its distance to the measured step isolates the schedule and communication model from the
-    compute-cost model (the profile).
+    With wall times, its distance to the measured step isolates the schedule and communication
+    model from the compute-cost model (the profile). With CPU times (``clock="cpu"``), it is the
+    step an unloaded machine would take, to compare with the profile's prediction.
     """
     from dataclasses import replace
 
     from parplan.simulate import compute_metrics, simulate
 
     problem = plan.problem
-    costs = measured_stage_costs(plan, timings)
+    costs = measured_stage_costs(plan, timings, clock)
     stages = [replace(s, cost=c, device_costs=()) for s, c in zip(problem.stages, costs, strict=True)]
     measured = problem.with_stages(stages)
     return compute_metrics(measured, simulate(measured, plan.schedule)).makespan
