@@ -152,6 +152,12 @@ def moe() -> OpGraph:
     )
 
 
+def tournament(n: int = 5) -> OpGraph:
+    """Every edge i -> j for i < j: no elimination or contraction applies, the cut DP must."""
+    ops = [_elem(f"n{i}") for i in range(n)]
+    return _graph("tournament", ops, [(f"n{i}", f"n{j}") for i in range(n) for j in range(i + 1, n)])
+
+
 def layered(n: int) -> OpGraph:
     """``n`` identical residual blocks (ln, up, down, add) after an input op."""
     ops = [_elem("x")]
@@ -182,7 +188,11 @@ def _same(points_a, points_b) -> bool:
 # ----------------------------------------------------------------------------- exactness
 
 
-@pytest.mark.parametrize("build", [chain, residual, moe], ids=["chain", "residual", "moe-cut-dp"])
+@pytest.mark.parametrize(
+    "build",
+    [chain, residual, moe, tournament],
+    ids=["chain", "residual", "moe-contract", "tournament-cut-dp"],
+)
 def test_exact_frontier_equals_brute_force(build):
     g = build()
     c = _cluster()
@@ -198,11 +208,11 @@ def test_exact_frontier_equals_brute_force(build):
         assert np.isclose(t, p.time_s, rtol=1e-9) and np.isclose(m, p.memory_bytes, rtol=1e-9)
 
 
-def test_moe_block_needs_the_cut_dp_fallback():
-    f = frontier(moe(), _cluster(), devices=2, epsilon=0.0)
-    assert dict(f.stats)["cut_dp_fallback"] is True
-    f2 = frontier(residual(), _cluster(), devices=2, epsilon=0.0)
-    assert dict(f2.stats)["cut_dp_fallback"] is False
+def test_reductions_used():
+    # a MoE router feeds dispatch and combine: contracted into the dispatch, then series-parallel
+    assert dict(frontier(moe(), _cluster(), devices=2, epsilon=0.0).stats)["cut_dp_fallback"] is False
+    assert dict(frontier(residual(), _cluster(), devices=2, epsilon=0.0).stats)["cut_dp_fallback"] is False
+    assert dict(frontier(tournament(), _cluster(), devices=2, epsilon=0.0).stats)["cut_dp_fallback"] is True
 
 
 def test_four_device_chain_matches_brute_force():

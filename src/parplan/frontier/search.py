@@ -277,11 +277,63 @@ class _Net:
         self.add_edge(u, w, table)
         self.steps += 1
 
-    def reduce(self) -> None:
+    def _contract_candidate(self, cap: int) -> tuple[Any, Any] | None:
+        """The edge whose contraction leaves the lowest-degree node (ties: fewest merged states).
+
+        Only edges between unpinned nodes, with at most ``cap`` merged states, that create no cycle.
+        """
+        best: tuple[tuple[int, int, str], tuple[Any, Any]] | None = None
+        for u, v in self.edge:
+            if u in self.pinned or v in self.pinned:
+                continue
+            size = len(self.states[u]) * len(self.states[v])
+            if size > cap:
+                continue
+            preds = (self.pred[u] | self.pred[v]) - {u, v}
+            succs = (self.succ[u] | self.succ[v]) - {u, v}
+            if preds & succs:
+                continue  # another path u -> x -> v: merging would close a cycle
+            key = (len(preds) + len(succs), size, str((u, v)))
+            if best is None or key < best[0]:
+                best = (key, (u, v))
+        return None if best is None else best[1]
+
+    def _contract(self, u: Any, v: Any) -> None:
+        """Merge the ends of edge u -> v into one node whose states are the pairs of theirs."""
+        nu, nv = len(self.states[u]), len(self.states[v])
+        t_uv = self.edge[(u, v)]
+        m = ("merge", u, v)
+        states = [(a, b) for a in range(nu) for b in range(nv)]
+        fronts = [
+            minkowski(minkowski(self.node[u][a], self.node[v][b]), t_uv[a][b], self.eps) for a, b in states
+        ]
+        ins = [(x, u, self.edge[(x, u)]) for x in self.pred[u]] + [
+            (x, v, self.edge[(x, v)]) for x in self.pred[v] if x != u
+        ]
+        outs = [(y, u, self.edge[(u, y)]) for y in self.succ[u] if y != v] + [
+            (y, v, self.edge[(v, y)]) for y in self.succ[v]
+        ]
+        self._remove(u)
+        self._remove(v)
+        self.states[m] = states  # type: ignore[assignment]
+        self.node[m] = fronts
+        self.succ[m] = set()
+        self.pred[m] = set()
+        for x, end, tab in ins:
+            side = 0 if end == u else 1
+            self.add_edge(x, m, [[row[s[side]] for s in states] for row in tab])
+        for y, end, tab in outs:
+            side = 0 if end == u else 1
+            self.add_edge(m, y, [tab[s[side]] for s in states])
+        self.steps += 1
+
+    def reduce(self, contract_cap: int = 1024) -> None:
         """Apply eliminations (edge merges happen on insertion) until none applies.
 
         Branch eliminations go first: on a chain they sweep from the ends, a dynamic program whose
-        cost is (states)^2 per step, where a node elimination in the middle costs (states)^3.
+        cost is (states)^2 per step, where a node elimination in the middle costs (states)^3. When
+        neither applies, two adjacent nodes are contracted into one (states: pairs) if that yields
+        a node of degree <= 2 (e.g. a MoE router into its dispatch), which unlocks the others.
         """
         while True:
             live = [v for v in sorted(self.states, key=str) if v not in self.pinned]
@@ -293,6 +345,14 @@ class _Net:
             if mid is not None:
                 self._series(mid)
                 continue
+            cand = self._contract_candidate(contract_cap)
+            if cand is not None:
+                u, v = cand
+                preds = (self.pred[u] | self.pred[v]) - {u, v}
+                succs = (self.succ[u] | self.succ[v]) - {u, v}
+                if len(preds) + len(succs) <= 2:
+                    self._contract(u, v)
+                    continue
             return
 
     def topo(self) -> list[Any]:
@@ -676,15 +736,25 @@ def brute_force(space: SearchSpace) -> list[tuple[float, float]]:
     """Exact frontier by enumerating every combination of configurations (tiny graphs only)."""
     import itertools
 
-    n = space.graph.num_ops
     combos = 1
     for cfgs in space.configs:
         combos *= len(cfgs)
     if combos > 2_000_000:
         raise InvalidInputError(f"brute_force: {combos} combinations is too many; use a smaller graph")
+    graph = space.graph
+    edges = [(e.src, e.dst, e.bytes) for e in graph.edges]
+    reshard: dict[tuple[Any, Any, float], float] = {}
     pts = []
     for combo in itertools.product(*space.configs):
-        pts.append(evaluate(space, {i: combo[i].name for i in range(n)}))
+        t = sum(c.time_s for c in combo)
+        m = sum(c.mem_bytes for c in combo)
+        for a, b, nbytes in edges:
+            key = (combo[a].out_layout, combo[b].in_layout, nbytes)
+            r = reshard.get(key)
+            if r is None:
+                r = reshard[key] = space.reshard_time(*key)
+            t += r
+        pts.append((t, m))
     t = np.array([p[0] for p in pts])
     m = np.array([p[1] for p in pts])
     from parplan.frontier.pareto import pareto_indices
