@@ -161,6 +161,7 @@ AGREEMENT = [
     dict(pp=2, microbatches=2, placement="interleaved", costs="F=1,I=1,W=1"),
     dict(pp=2, microbatches=2, placement="free", chunks=2, costs="F=1,B=2", comm=1),
     dict(pp=2, microbatches=3, act_mem=2, wgrad_mem=1, memory_limit=4),
+    dict(pp=2, microbatches=3, placement="free", costs="F=1,B=2", comm=0.5, memory_limit=2),
 ]
 
 
@@ -309,3 +310,32 @@ def test_gurobi_size_limited_licence_is_reported(monkeypatch: pytest.MonkeyPatch
         SolverUnavailableError, match=r"variables and \d+ constraints, above the size-limited"
     ):
         solver.solve(time_limit_s=1, workers=1, deterministic=True)
+
+
+def test_highs_reports_progress_in_real_units() -> None:
+    # cold start: every improving solution is reported; the last one is the optimum, 12 ticks of 1
+    problem = synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2")
+    model = pipeline_model(problem)
+    seen: list[Any] = []
+    res = make_backend("highs", model, BackendOptions()).solve(
+        time_limit_s=20, workers=1, deterministic=True, progress=seen.append
+    )
+    assert res.objective == 12
+    assert seen, "no progress reported"
+    assert seen[-1].incumbent == pytest.approx(12.0)
+    assert all(p.bound <= p.incumbent + 1e-9 for p in seen)
+
+
+def test_highs_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the HiGHS child runs under sys.executable: an interpreter without highspy must give a
+    # SolverUnavailableError naming the fix, not an internal error
+    import shutil
+    import subprocess
+
+    other = shutil.which("python3", path="/usr/bin")
+    if other is None or subprocess.run([other, "-c", "import highspy"], capture_output=True).returncode == 0:
+        pytest.skip("no interpreter without highspy to run the child with")
+    monkeypatch.setattr(sys, "executable", other)
+    model = pipeline_model(synthetic_problem(pp=1, microbatches=1))
+    with pytest.raises(SolverUnavailableError, match="highspy is not installed"):
+        make_backend("highs", model, BackendOptions()).solve(time_limit_s=5, workers=1, deterministic=True)

@@ -115,6 +115,10 @@ class HighsBackend:
         out = _run_child(data, report, timeout_s=time_limit_s + _GRACE_S)
         elapsed = time.perf_counter() - t0
         status = out["status"]
+        if status == "error" and "No module named 'highspy'" in out["message"]:
+            raise SolverUnavailableError(
+                "backend 'highs': highspy is not installed; pip install highspy or use --backend cpsat"
+            )
         if status == "error":
             raise InternalError(f"HiGHS failed on the MILP of {self.m.name or 'the model'}: {out['message']}")
         if status == "infeasible":
@@ -196,10 +200,6 @@ def _run_child(
             proc.wait()
     err = proc.stderr.read().decode("utf-8", "replace").strip()
     if result is None:
-        if "No module named 'highspy'" in err:
-            raise SolverUnavailableError(
-                "backend 'highs': highspy is not installed; pip install highspy or use --backend cpsat"
-            )
         raise InternalError(
             f"HiGHS child process ended without an answer (exit {proc.returncode}): {err[-500:]}"
         )

@@ -301,7 +301,8 @@ class MilpFormulation:
             self.row(f"fused_hi[{label}]", {self.start[b]: 1.0, self.start[f]: -1.0, col: M}, upper=M)
 
     def _no_overlap(self) -> None:
-        """order[a|b] for tasks a < b that may share a device and no precedence orders:
+        """before[a|b], after[a|b] for tasks a < b that may share a device and that no precedence
+        orders (y[a|b] = 1: a runs first):
         start[b] >= end[a] - M (1 - y) - M (1 - same) - M fuse[a|b],
         start[a] >= end[b] - M y - M (1 - same) - M fuse[a|b],
         with M = the largest end of one minus the smallest start of the other."""
