@@ -13,13 +13,14 @@ from parplan.solve.bounds import heads_and_tails
 from parplan.solve.model import Assignment, TaskModel, check_assignment
 
 #: Priority rules: smaller sorts first among tasks that can start at the same time.
-RULES = ("backward-first", "eager-weight", "critical-path", "forward-first")
+RULES = ("backward-first", "eager-weight", "critical-path", "forward-first", "serial")
 
 _KIND_RANK = {
     "backward-first": {"I": 0, "B": 0, "F": 1, "W": 2},
     "eager-weight": {"I": 0, "B": 0, "W": 1, "F": 2},
     "forward-first": {"F": 0, "I": 1, "B": 1, "W": 2},
     "critical-path": {},
+    "serial": {"F": 0, "I": 0, "B": 0, "W": 0},
 }
 
 
@@ -54,7 +55,9 @@ def list_schedule(
     ----------
     rule
         One of ``RULES``: which pass kind wins a tie (``critical-path`` prefers the task with the
-        longest remaining path, the classic rule for job shops).
+        longest remaining path, the classic rule for job shops). ``serial`` runs one micro-batch
+        (the third field of a task key) at a time: slow, but it needs the least memory, so it is
+        the fallback that works whenever any schedule does with fixed placement.
     placement
         Device per group (None entries are chosen per task at dispatch); default ``default_placement``.
     """
@@ -89,9 +92,15 @@ def list_schedule(
     device = [-1] * n
     free = [0] * n_dev
     done = 0
+    left_in_mb: dict[int, int] = {}
+    for task in model.tasks:
+        left_in_mb[task.key[2]] = left_in_mb.get(task.key[2], 0) + 1
     while done < n:
         best: tuple[tuple[int, ...], int, int, int] | None = None
+        current = min(left_in_mb) if rule == "serial" else None
         for t in ready:
+            if current is not None and model.tasks[t].key[2] != current:
+                continue
             g = model.tasks[t].group
             options = [place[g]] if place[g] is not None else [d for d, _ in model.tasks[t].durations]
             for d in options:
@@ -123,6 +132,10 @@ def list_schedule(
             level[d] -= lt_demand[i]
         ready.discard(t)
         done += 1
+        j = model.tasks[t].key[2]
+        left_in_mb[j] -= 1
+        if not left_in_mb[j]:
+            del left_in_mb[j]
         for a in model.succs[t]:
             missing[a.dst] -= 1
             if missing[a.dst] == 0:
