@@ -379,3 +379,34 @@ def test_deterministic_mode_repeats_the_same_plan() -> None:
     first = solve(problem, warm_start=False)
     second = solve(problem, warm_start=False)
     assert first.timed == second.timed
+
+
+def test_serial_fallback_meets_the_tightest_memory() -> None:
+    # one activation per device: only micro-batches one by one fit, 3 * (1 + 1 + 2 + 2) = 18
+    problem = synthetic_problem(pp=2, microbatches=3, costs="F=1,B=2", memory_limit=1)
+    model = pipeline_model(problem)
+    sol = list_schedule(model, rule="serial")
+    assert sol is not None
+    assert check_assignment(model, sol) == []
+    assert sol.makespan(model) == 18
+
+
+def test_time_limit_returns_the_best_plan_with_bound_and_gap() -> None:
+    # a V-shaped problem CP-SAT does not close in half a second: the answer is still a validated
+    # plan no worse than DualPipeV under its memory, with a bound below it
+    from parplan.schedule.expert import build_schedule
+
+    problem = synthetic_problem(pp=4, microbatches=8, placement="v", costs="F=1,I=2,W=1")
+    expert = Plan.from_schedule(problem, build_schedule("dualpipev", problem))
+    limited = problem.with_devices(
+        [
+            Device(index=d.index, name=d.name, memory_limit=peak)
+            for d, peak in zip(problem.devices, expert.metrics.peak_memory_per_device)
+        ]
+    )
+    plan = plan_problem(limited, time_limit_s=0.5, deterministic=True)
+    assert plan.validate() == []
+    assert plan.metrics.makespan <= expert.metrics.makespan
+    assert plan.metrics.lower_bound is not None and plan.metrics.gap is not None
+    assert plan.metrics.lower_bound <= plan.metrics.makespan
+    assert plan.solver is not None and plan.solver.status in ("optimal", "feasible")
