@@ -822,6 +822,156 @@ def _mesh(text: str | None) -> tuple[int, ...] | None:
     return dims
 
 
+# ----------------------------------------------------------------------------- profile / run
+@app.command()
+def profile(
+    model: Annotated[
+        str, typer.Option(help="A zoo model with a torch twin: gpt-tiny, moe-small, multimodal-small.")
+    ] = "gpt-tiny",
+    microbatch_size: Annotated[int, typer.Option(help="Samples per micro-batch.")] = 1,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions per pass (the median is kept).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed repetitions first.")] = 2,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    output: Annotated[Path, typer.Option("-o", "--output", help="Profile JSON to write.")] = Path(
+        "profile.json"
+    ),
+    json_: JsonOpt = False,
+) -> None:
+    """Measure per-operator F, I, W times and activation memory with torch; plans use it via --profile."""
+
+    def body() -> None:
+        from parplan.cost.profile import write_profile
+        from parplan.runtime.profile import profile_model
+
+        t0 = time.perf_counter()
+        prof = profile_model(
+            model,
+            microbatch_size=microbatch_size,
+            seq_len=seq_len,
+            num_layers=num_layers,
+            repeats=repeats,
+            warmup=warmup,
+            device=device,
+        )
+        write_profile(prof, output)
+        doc = prof.to_json()
+        if json_:
+            _emit_json(doc)
+            return
+        ops = dict(prof.ops)
+        total = {k: sum(getattr(o, k) or 0.0 for o in ops.values()) for k in ("F", "I", "W")}
+        out.print(
+            f"profiled {len(ops)} ops of {model} on {device} in {time.perf_counter() - t0:.1f} s: "
+            f"F {_fmt(total['F'], 's')}, I {_fmt(total['I'], 's')}, W {_fmt(total['W'], 's')} per micro-batch",
+            highlight=False,
+        )
+        err.print(f"wrote {output} (use it with --cluster local --profile {output})", highlight=False)
+
+    _run(body)
+
+
+@app.command()
+def run(
+    plan_file: Annotated[
+        Path | None, typer.Argument(metavar="[PLAN.json]", help="A plan file (or give a PROBLEM).")
+    ] = None,
+    schedule: Annotated[
+        str | None, typer.Option(help="With a PROBLEM: run this expert schedule instead of the planner.")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="gloo (CPU) or nccl (GPU).")] = "gloo",
+    engine: Annotated[str, typer.Option(help="auto | parplan | pipelining.")] = "auto",
+    steps: Annotated[int, typer.Option(help="Measured steps (median reported).")] = 3,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for every transfer and collective.")] = 60.0,
+    time_limit: Annotated[float, typer.Option(help="Planner time limit when planning a PROBLEM.")] = 10.0,
+    trace: Annotated[Path | None, typer.Option(help="Write the measured Chrome trace (.json).")] = None,
+    json_: JsonOpt = False,
+    pp: Pp = None,
+    microbatches: Mbs = None,
+    placement: Placement = None,
+    chunks: Chunks = None,
+    model: Model = None,
+    cluster: ClusterOpt = None,
+    microbatch_size: MbSize = None,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    profile_: Annotated[
+        str | None, typer.Option("--profile", help="Measured profile JSON.", rich_help_panel=G_MOD)
+    ] = None,
+) -> None:
+    """Run a plan for real on torch.distributed (one process per device) and compare with its prediction."""
+
+    def body() -> None:
+        from parplan.plan import Plan, read_plan
+        from parplan.runtime import run_plan
+
+        if plan_file is not None:
+            given = [k for k, v in problem_opts.items() if v is not None] + (["schedule"] if schedule else [])
+            if given:
+                raise InvalidInputError(
+                    f"{', '.join('--' + g.replace('_', '-') for g in given)}: not used with a plan file; "
+                    "give either PLAN.json or a PROBLEM"
+                )
+            p = read_plan(plan_file)
+        else:
+            if model is None:
+                raise InvalidInputError(
+                    "run: give PLAN.json, or a PROBLEM like --model gpt-tiny --cluster local --pp 2 --microbatches 4"
+                )
+            spec = _spec(**{**problem_opts, "profile": profile_})
+            problem = build_problem(spec)
+            if schedule:
+                from parplan.schedule.expert import build_schedule
+
+                p = Plan.from_schedule(problem, build_schedule(schedule, problem))
+            else:
+                from parplan.solve.api import plan_problem
+
+                p = plan_problem(problem, time_limit_s=time_limit, progress=_progress(json_))
+        if not json_:
+            err.print(
+                f"running {p.name or 'plan'} on {p.problem.num_devices} processes ({backend}) ...",
+                highlight=False,
+            )
+        r = run_plan(p, backend=backend, engine=engine, steps=steps, timeout_s=timeout, trace=trace)
+        if json_:
+            _emit_json(r.to_json())
+            return
+        t = Table("", "value", title=f"run: {p.name or plan_file} ({r.engine} engine, {r.backend})")
+        t.add_row("measured step (median)", _fmt(r.measured_step_s, "s"))
+        t.add_row(
+            "predicted step",
+            _fmt(r.predicted_step_s, "s") if p.problem.time_unit == "s" else "- (unit costs)",
+        )
+        if r.step_error is not None and p.problem.time_unit == "s":
+            t.add_row("prediction error", f"{r.step_error:+.1%}")
+        t.add_row(
+            "loss / single-process loss",
+            f"{r.loss:.6f} / {r.ref_loss:.6f}" if r.ref_loss is not None else f"{r.loss:.6f}",
+        )
+        t.add_row(
+            "max |grad - reference grad|", "-" if r.max_grad_abs_err is None else f"{r.max_grad_abs_err:.2e}"
+        )
+        t.add_row("peak memory per device", ", ".join(_fmt(x, "bytes") for x in r.peak_memory_per_device))
+        out.print(t)
+        if r.trace_path:
+            err.print(f"wrote {r.trace_path}", highlight=False)
+
+    problem_opts = {
+        "pp": pp,
+        "microbatches": microbatches,
+        "placement": placement,
+        "chunks": chunks,
+        "model": model,
+        "cluster": cluster,
+        "microbatch_size": microbatch_size,
+        "seq_len": seq_len,
+        "num_layers": num_layers,
+    }
+    _run(body)
+
+
 def main() -> None:
     """Entry point of the `parplan` command."""
     app()
