@@ -16,6 +16,8 @@ launch of two worker processes (one CPU core each, 1 intra-op thread). Reported 
   prediction with it: the error of the compute-cost model itself;
 * ``cpu_busy_ratio``: summed CPU time / summed wall time of the actions: 1.0 on an idle machine;
   lower values mean the devices' processes were waiting for a core (other load);
+* peak saved activations per device, measured (bytes autograd saved, until the W pass frees them)
+  vs the simulator's activation peak (peak memory minus parameters, gradients, optimizer state);
 * the loss / gradient check against a single-process run, and whether predicted and measured step
   times rank the schedules in the same order.
 """
@@ -115,10 +117,16 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "loss": r.loss,
                 "ref_loss": r.ref_loss,
                 "peak_memory_mb": [x / 1e6 for x in r.peak_memory_per_device],
+                "peak_activation_mb": [x / 1e6 for x in r.peak_activation_per_device],
+                "predicted_peak_activation_mb": [x / 1e6 for x in r.predicted_peak_activation_per_device],
                 "predicted_peak_memory_mb": [x / 1e6 for x in plan.metrics.peak_memory_per_device],
             }
         )
     return rows
+
+
+def _mb_pair(measured: list[float], predicted: list[float]) -> str:
+    return ", ".join(f"{m:.1f}/{p:.1f}" for m, p in zip(measured, predicted, strict=True))
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -131,8 +139,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{r0['microbatch_size']} x {r0['seq_len']} tokens, fp32, profiled costs.\n\n"
         "| schedule | predicted ms | in-situ predicted ms | measured ms | error % | in-situ error % "
         "| replayed ms | replay error % | CPU-time replay ms | cost error % | CPU busy "
-        "| rank pred/in-situ/meas | grad err |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| rank pred/in-situ/meas | activations MB meas/pred | grad err |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
@@ -142,6 +150,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {1e3 * (r['replayed_s'] or 0):.1f} | {r['replay_error_pct']:+.0f} "
             f"| {1e3 * (r['cpu_replayed_s'] or 0):.1f} | {r['cost_error_pct']:+.0f} "
             f"| {r['cpu_busy_ratio']:.2f} | {r['predicted_rank']}/{r['insitu_rank']}/{r['measured_rank']} "
+            f"| {_mb_pair(r['peak_activation_mb'], r['predicted_peak_activation_mb'])} "
             f"| {r['max_grad_abs_err']:.1e} |"
         )
     within = sum(abs(r["error_pct"]) <= 15 for r in rows)

@@ -93,8 +93,9 @@ def model_spec_of(plan: Plan, model: str | None = None, **options: Any) -> Model
     for src in (plan.problem.source, plan.source):
         if isinstance(src, Mapping) and src.get("model"):
             name = name or str(src["model"])
-            if isinstance(src.get("model_meta"), Mapping):
-                meta = {**src["model_meta"], **meta}
+            recorded = src.get("model_meta")
+            if isinstance(recorded, Mapping):
+                meta = {**recorded, **meta}
     if not name:
         raise InvalidInputError(
             f"plan {plan.name!r}: says nothing about the model it runs; pass the model "
@@ -140,16 +141,16 @@ def stage_io(model: OpGraphModel, plan: Plan) -> dict[tuple[int, int], StageIO]:
     """
     problem = plan.problem
     graph = model.graph
-    for s in problem.stages:
-        if not s.ops:
+    for stage in problem.stages:
+        if not stage.ops:
             raise InvalidInputError(
-                f"plan.stages[{s.index}].ops: empty; a plan runs only if every stage lists its operators "
-                "(make it from a model with --model)"
+                f"plan.stages[{stage.index}].ops: empty; a plan runs only if every stage lists its "
+                "operators (make it from a model with --model)"
             )
-        unknown = [o for o in s.ops if o not in graph.index]
+        unknown = [o for o in stage.ops if o not in graph.index]
         if unknown:
             raise InvalidInputError(
-                f"plan.stages[{s.index}].ops: {unknown[:3]} are not ops of model {graph.name!r}; "
+                f"plan.stages[{stage.index}].ops: {unknown[:3]} are not ops of model {graph.name!r}; "
                 "the plan was made for another model or options"
             )
     out: dict[tuple[int, int], StageIO] = {}
@@ -220,7 +221,9 @@ class Comm:
             return self.mailbox.pop(tag)
         buf = torch.empty_like(like)
         t0 = time.perf_counter()
-        dist.irecv(buf, src, tag=tag).wait(self.timeout)
+        work = dist.irecv(buf, src, tag=tag)
+        assert work is not None  # None only for ranks outside the group
+        work.wait(self.timeout)
         self.wait_s += time.perf_counter() - t0
         return buf
 
@@ -383,16 +386,8 @@ class DeviceExecutor:
         self.live_act += ctx.saved_bytes
         self.peak_act = max(self.peak_act, self.live_act)
         for op, dst in io.outputs:
-            self._send_value(
-                values[op].detach()
-                if isinstance(values[op], Tensor)
-                else tuple(t.detach() for t in values[op]),
-                op,
-                dst,
-                self._stage_device(dst),
-                mb,
-                FWD,
-            )  # type: ignore[union-attr]
+            sent = _pack([t.detach() for t in value_tensors(values[op])], values[op])
+            self._send_value(sent, op, dst, self._stage_device(dst), mb, FWD)
 
     def _roots(self, stage: int, mb: int, ctx: _Ctx) -> tuple[list[Tensor], list[Tensor]]:
         roots: list[Tensor] = []
@@ -412,13 +407,11 @@ class DeviceExecutor:
         return roots, grads
 
     def _send_input_grads(self, stage: int, mb: int, ctx: _Ctx, grads: Mapping[int, Tensor | None]) -> None:
-        k_all = 0
         for op, src in self.io[(stage, mb)].inputs:
             out = []
             for t in value_tensors(ctx.leaves[op]):
                 g = grads.get(id(t))
                 out.append(g if g is not None else torch.zeros_like(t))
-                k_all += 1
             self._send_value(_pack(out, ctx.leaves[op]), op, stage, self._stage_device(src), mb, BWD)
 
     def _leaf_list(self, ctx: _Ctx) -> list[Tensor]:
@@ -430,8 +423,8 @@ class DeviceExecutor:
         leaves = self._leaf_list(ctx)
         if kind == "I":
             wops = [o for o in self.stage_ops[stage] if o in self.weighted]
-            ys = [ctx.values[o] for o in wops]
-            inputs = leaves + ys  # type: ignore[operator]
+            ys = [value_tensors(ctx.values[o])[0] for o in wops]
+            inputs = leaves + ys
             got = (
                 torch.autograd.grad(roots, inputs, grads, retain_graph=True, allow_unused=True)
                 if roots
@@ -441,7 +434,7 @@ class DeviceExecutor:
             ctx.wgrads = {o: g for o, g in zip(wops, got[len(leaves) :]) if g is not None}  # type: ignore[misc]
             return
         # B: input and weight gradients together
-        params = [p for o in self.stage_ops[stage] for p in self.model.op_params(o)]
+        params: list[Tensor] = [p for o in self.stage_ops[stage] for p in self.model.op_params(o)]
         inputs = leaves + params
         got = torch.autograd.grad(roots, inputs, grads, allow_unused=True) if roots else [None] * len(inputs)
         self._send_input_grads(stage, mb, ctx, {id(t): g for t, g in zip(leaves, got[: len(leaves)])})

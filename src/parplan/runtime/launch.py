@@ -64,6 +64,8 @@ class RunResult:
     trace_path: str | None = None
     replayed_step_s: float | None = None
     replayed_cpu_step_s: float | None = None
+    peak_activation_per_device: tuple[float, ...] = ()
+    predicted_peak_activation_per_device: tuple[float, ...] = ()
 
     @property
     def step_error(self) -> float | None:
@@ -88,6 +90,8 @@ class RunResult:
             "trace_path": self.trace_path,
             "replayed_step_s": self.replayed_step_s,
             "replayed_cpu_step_s": self.replayed_cpu_step_s,
+            "peak_activation_per_device": list(self.peak_activation_per_device),
+            "predicted_peak_activation_per_device": list(self.predicted_peak_activation_per_device),
         }
 
 
@@ -171,6 +175,7 @@ def _run_device(rank: int, job: dict[str, Any], task: dict[str, Any]) -> dict[st
         "grads": ex.grads(),
         "losses": dict(ex.losses),
         "peak_memory": float(cuda_peak if cuda_peak is not None else 2 * ex.param_bytes + ex.peak_act),
+        "peak_activation": float(ex.peak_act),
     }
 
 
@@ -309,7 +314,7 @@ def run_plans(
     if not plans:
         return []
     world = plans[0].problem.num_devices
-    tasks = []
+    tasks: list[dict[str, Any]] = []
     refs = []
     for plan in plans:
         _check_options(plan, backend, engine, steps, timeout_s)
@@ -442,7 +447,7 @@ def profile_in_workers(
     )
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Path) -> Any:
     import torch
 
     return torch.load(path, weights_only=False)
@@ -490,6 +495,7 @@ def _summarize(
     trace: str | Path | None,
 ) -> RunResult:
     from parplan.runtime.executor import reference_step
+    from parplan.simulate import static_memory
 
     num_steps = len(results[0]["steps"])
     step_times = tuple(
@@ -537,6 +543,11 @@ def _summarize(
         trace_path=trace_path,
         replayed_step_s=replayed,
         replayed_cpu_step_s=replay_step_s(plan, timings, "cpu") if timings else None,
+        peak_activation_per_device=tuple(r.get("peak_activation", 0.0) for r in results),
+        predicted_peak_activation_per_device=tuple(
+            peak - static_memory(plan.problem, d)
+            for d, peak in enumerate(plan.metrics.peak_memory_per_device)
+        ),
     )
 
 

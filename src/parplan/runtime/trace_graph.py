@@ -164,7 +164,12 @@ def trace_module(
 
     def arg_nodes(node: fx.Node) -> list[fx.Node]:
         found: list[fx.Node] = []
-        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+        def visit(n: fx.Node) -> fx.Node:
+            found.append(n)
+            return n
+
+        fx.node.map_arg((node.args, node.kwargs), visit)
         return found
 
     def source(n: fx.Node) -> fx.Node | None:
