@@ -186,8 +186,35 @@ def minkowski(a: Front, b: Front, eps: float = 0.0) -> Front:
         return Front(b.time_s + a.time_s[0], b.mem_bytes + a.mem_bytes[0], b.origin, b.err, b.scope)
     t = (a.time_s[:, None] + b.time_s[None, :]).ravel()
     m = (a.mem_bytes[:, None] + b.mem_bytes[None, :]).ravel()
-    keep, err = _thin_keep(t, m, pareto_indices(t, m), max(a.err, b.err), eps)
+    if na * nb > _PREFILTER:
+        cand = _prefilter(a, b, t, m)
+        keep = cand[pareto_indices(t[cand], m[cand])]
+    else:
+        keep = pareto_indices(t, m)
+    keep, err = _thin_keep(t, m, keep, max(a.err, b.err), eps)
     return Front(t[keep], m[keep], ("sum", a, b, keep // nb, keep % nb), err)
+
+
+#: Outer sums larger than this are first screened against a skeleton front (sorting is the cost).
+_PREFILTER = 4096
+
+
+def _prefilter(a: Front, b: Front, t: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """Indices of the pairwise sums not strictly dominated by a skeleton of real sums.
+
+    The skeleton is the Pareto set of the sums of every 8th point of ``a`` and ``b`` (plus their
+    ends). Dropping what a real sum strictly dominates is exact, and a binary search per point is
+    much cheaper than sorting all of them.
+    """
+    ia = np.unique(np.r_[np.arange(0, len(a), 8), len(a) - 1])
+    ib = np.unique(np.r_[np.arange(0, len(b), 8), len(b) - 1])
+    st = (a.time_s[ia][:, None] + b.time_s[ib][None, :]).ravel()
+    sm = (a.mem_bytes[ia][:, None] + b.mem_bytes[ib][None, :]).ravel()
+    sk = pareto_indices(st, sm)
+    st, sm = st[sk], sm[sk]
+    pos = np.searchsorted(st, t, side="right") - 1
+    best = np.where(pos >= 0, sm[np.maximum(pos, 0)], np.inf)
+    return np.nonzero(best >= m)[0]
 
 
 def union(fronts: Sequence[Front], eps: float = 0.0) -> Front:

@@ -42,6 +42,9 @@ from parplan.frontier.pareto import Front, minkowski, thin, union
 from parplan.frontier.strategies import Layout, OpConfig, SearchSpace, search_space
 from parplan.graph.ops import OpGraph
 
+#: Share of log(1 + epsilon) spent inside the reduction; the rest thins the final frontier.
+_STEP_SHARE = 1.0
+
 # ----------------------------------------------------------------------------- results
 
 
@@ -217,9 +220,9 @@ class _Net:
     def add_edge(self, u: Any, v: Any, table: list[list[Front]]) -> None:
         if (u, v) in self.edge:
             old = self.edge[(u, v)]
+            # exact: the next elimination step using this edge thins it
             table = [
-                [minkowski(old[a][b], table[a][b], self.eps) for b in range(len(table[a]))]
-                for a in range(len(table))
+                [minkowski(old[a][b], table[a][b]) for b in range(len(table[a]))] for a in range(len(table))
             ]
         self.edge[(u, v)] = table
         self.succ[u].add(v)
@@ -256,8 +259,12 @@ class _Net:
         nv = self.node[v]
         new = []
         for a, fu in enumerate(self.node[u]):
-            best = union([minkowski(entry(a, b), nv[b]) for b in range(len(nv))], self.eps)
-            new.append(minkowski(fu, best, self.eps))
+            # thin once per step (the error bound counts steps): at the union when adding ``fu``
+            # only shifts, else at the final sum
+            best = union(
+                [minkowski(entry(a, b), nv[b]) for b in range(len(nv))], self.eps if fu.trivial else 0.0
+            )
+            new.append(minkowski(fu, best, 0.0 if fu.trivial else self.eps))
         self.node[u] = new
         self._remove(v)
         self.steps += 1
@@ -609,9 +616,11 @@ def frontier(
     in_block = {v for _, ops, _ in blocks for v in ops}
     n_top = graph.num_ops - len(in_block) + len(blocks)
     block_size = max((len(ops) for _, ops, _ in blocks), default=0)
-    # prune depth bound: one thinning per elimination step along a chain of steps
-    depth = max(1, n_top + block_size)
-    eps_step = (1.0 + epsilon) ** (1.0 / depth) - 1.0 if epsilon > 0 else 0.0
+    # every elimination, contraction or cut-DP step thins at most once along any chain of results,
+    # plus the block's last sum and the final union
+    depth = n_top + block_size + 2
+    # the reduction may use the whole (log) budget; what it leaves thins the returned set
+    eps_step = (1.0 + epsilon) ** (_STEP_SHARE / depth) - 1.0 if epsilon > 0 else 0.0
 
     net = _Net(eps_step)
     for v in range(graph.num_ops):
