@@ -408,3 +408,25 @@ def test_bad_input_messages():
         frontier(chain(), c, devices=4, mesh=(3, 2))
     with pytest.raises(InvalidInputError, match="epsilon"):
         frontier(chain(), c, devices=2, epsilon=-1)
+
+
+# ----------------------------------------------------------------------------- zoo models
+
+
+@pytest.mark.parametrize("model", ["gpt-tiny", "moe-small"])
+def test_zoo_models_on_a_preset_cluster(model):
+    from parplan.cluster_io import load_cluster
+    from parplan.graph.zoo import build_model
+
+    g = build_model(model, microbatch_size=4)
+    c = load_cluster("8xh100")
+    f = frontier(g, c, devices=4, microbatches=2)
+    stats = dict(f.stats)
+    assert stats["blocks"] >= 2 and stats["distinct_blocks"] < stats["blocks"]  # layers reused
+    assert f.error_bound <= 0.02 + 1e-12
+    assert is_pareto([(p.time_s, p.memory_bytes) for p in f.points])
+    space = search_space(g, c, devices=4, microbatches=2)
+    for p in (f.fastest, f.least_memory):
+        assert [name for name, _ in p.strategy] == [op.name for op in g.ops]
+        t, m = evaluate(space, {g.index[k]: v for k, v in p.strategy})
+        assert t == pytest.approx(p.time_s) and m == pytest.approx(p.memory_bytes)

@@ -84,7 +84,7 @@ def fewest_devices(
         if device_counts is not None
         else [k for k in range(1, cluster.num_devices + 1) if cluster.num_devices % k == 0]
     )
-    tried: list[tuple[int, tuple[int, ...] | None, float | None]] = []
+    tried: list[tuple[int, tuple[int, ...] | None, float]] = []
     for k in counts:
         # mesh=None searches every data x model grid of k devices at once (a superset of each shape)
         f = frontier(graph, cluster, devices=k, microbatches=microbatches, epsilon=epsilon, dtype=dtype)

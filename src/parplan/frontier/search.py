@@ -764,8 +764,8 @@ def brute_force(space: SearchSpace) -> list[tuple[float, float]]:
                 r = reshard[key] = space.reshard_time(*key)
             t += r
         pts.append((t, m))
-    t = np.array([p[0] for p in pts])
-    m = np.array([p[1] for p in pts])
     from parplan.frontier.pareto import pareto_indices
 
-    return [(float(t[i]), float(m[i])) for i in pareto_indices(t, m)]
+    ts = np.array([p[0] for p in pts])
+    ms = np.array([p[1] for p in pts])
+    return [(float(ts[i]), float(ms[i])) for i in pareto_indices(ts, ms)]
