@@ -208,6 +208,13 @@ def test_exact_frontier_equals_brute_force(build):
         assert np.isclose(t, p.time_s, rtol=1e-9) and np.isclose(m, p.memory_bytes, rtol=1e-9)
 
 
+def test_disconnected_parts_add_up():
+    g = _graph("pair", [_elem("a"), _lin("b", None)], [])
+    c = _cluster()
+    f = frontier(g, c, devices=2, epsilon=0.0)
+    assert _same([(p.time_s, p.memory_bytes) for p in f.points], brute_force(search_space(g, c, devices=2)))
+
+
 def test_reductions_used():
     # a MoE router feeds dispatch and combine: contracted into the dispatch, then series-parallel
     assert dict(frontier(moe(), _cluster(), devices=2, epsilon=0.0).stats)["cut_dp_fallback"] is False

@@ -1,16 +1,16 @@
-"""Two-objective Pareto sets (time, memory) with back-pointers: pruning, epsilon thinning, sums, unions.
+"""Two-objective Pareto sets (time, memory) with provenance: pruning, epsilon thinning, sums, unions.
 
 A :class:`Front` is a set of non-dominated points kept sorted by time (ascending) and so by memory
-(descending). Every point carries a *trace*: a small immutable tree naming the choices that produce
-it, so a whole-graph strategy is recovered only for the points that survive. Both objectives are
-additive in the frontier search, so two sub-results combine by a Minkowski sum (every pair of
-points, summed) followed by pruning. ``err`` bounds the approximation of epsilon thinning: every
-point of the exact set is dominated within a factor ``1 + err`` (in both objectives) by a kept point.
+(descending). Both objectives are additive in the frontier search, so two sub-results combine by a
+Minkowski sum (every pair of points, summed) followed by pruning. Each point remembers where it
+comes from (index arrays into the fronts it was built from), so a whole-graph strategy is rebuilt
+only for the points that survive (:meth:`Front.choice`). ``err`` bounds the approximation of
+epsilon thinning: every point of the exact set is dominated within a factor ``1 + err`` (in both
+objectives) by a kept point.
 
-Trace trees (read by :func:`flatten_trace`): ``None`` (no choice), ``("c", op, config)`` (operator
-``op`` runs ``config``), ``("+", a, b)`` (both), ``("m", scope, t)`` (``t`` names operators by
-position in ``scope``, a tuple of operator indices: how one solved layer is reused for many).
-This module needs numpy only.
+Leaf traces: ``None`` (no choice), ``("c", op, config)`` (operator ``op`` runs ``config``),
+``("+", a, b)`` (both), ``("m", scope, t)`` (``t`` names operators by position in ``scope``, a tuple
+of operator indices: how one solved layer is reused for many). This module needs numpy only.
 """
 
 from __future__ import annotations
