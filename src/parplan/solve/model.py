@@ -557,6 +557,7 @@ def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]
     q = model.mem_quantum
     if model.is_fixed:
         # full activation (act) per forward task, in quanta
+        is_chain = problem.is_chain  # a property that walks every micro-batch: once
         act_of: dict[int, int] = defaultdict(int)
         for lt in model.lifetimes:
             act_of[lt.first] += lt.demand
@@ -575,13 +576,13 @@ def check_memory_limits(problem: PipelineProblem, model: TaskModel) -> list[str]
                 if not mine:
                     continue
                 acts = [act_of[model.task_of_key[(s, "F", mb.index)]] for s in mine]
-                need = sum(acts) if problem.is_chain else max(acts)
+                need = sum(acts) if is_chain else max(acts)
                 if need > worst:
                     worst, worst_mb, worst_stages = need, mb.index, tuple(mine)
             if static + worst > cap:
                 what = (
                     f"one activation {worst * q:g}"
-                    if len(worst_stages) == 1 or not problem.is_chain
+                    if len(worst_stages) == 1 or not is_chain
                     else f"micro-batch {worst_mb}'s activations on stages {list(worst_stages)} {worst * q:g}"
                 )
                 msgs.append(
