@@ -51,3 +51,13 @@ def test_bad_options() -> None:
         profile_model("gpt-tiny", repeats=0)
     with pytest.raises(InvalidInputError, match="no torch implementation"):
         profile_model("resnet50")
+
+
+def test_cpu_clock_profile() -> None:
+    cpu = profile_model(
+        "gpt-tiny", microbatch_size=1, seq_len=8, num_layers=1, repeats=1, warmup=0, clock="cpu"
+    )
+    assert dict(cpu.meta)["clock"] == "cpu"
+    assert all(m.F > 0 for _, m in cpu.ops)
+    with pytest.raises(InvalidInputError, match="clock: use 'wall', or 'cpu'"):
+        profile_model("gpt-tiny", seq_len=8, num_layers=1, repeats=1, clock="gpu-ticks")

@@ -116,8 +116,7 @@ def _worker(rank: int, job: dict[str, Any]) -> None:
 
         torch.set_num_threads(job.get("threads", 1))
         _init_group(rank, job["world"], job["backend"], job.get("store"), job["timeout_s"])
-        results = [_run_device(rank, job, task) for task in job["tasks"]]
-        torch.save(results, out / f"device{rank}.pt")
+        torch.save(_run_tasks(rank, job), out / f"device{rank}.pt")
     except BaseException as exc:  # the parent reads this file: the worker's error must not be lost
         text = f"{type(exc).__name__}: {exc}"
         (out / f"device{rank}.err").write_text(text + "\n" + traceback.format_exc())
@@ -132,51 +131,93 @@ def _worker(rank: int, job: dict[str, Any]) -> None:
             pass
 
 
-def _run_device(rank: int, job: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+def _run_tasks(rank: int, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every task of the job on this device; plans for parplan's executor run round-robin.
+
+    Step k of every plan runs next to step k of the others, so that a change of load on the
+    machine during the job (other processes) hits all plans alike and their comparison holds.
+    """
+    import torch
+
+    results: list[dict[str, Any] | None] = [None] * len(job["tasks"])
+    runs: dict[int, Any] = {}
+    for k, task in enumerate(job["tasks"]):
+        if task.get("kind") == "profile" or task["engine"] == "pipelining":
+            results[k] = _run_device(rank, job, task)
+        else:
+            runs[k] = _make_executor(rank, job, task)
+    steps: dict[int, list[tuple[float, float]]] = {k: [] for k in runs}
+    timings: dict[int, list[Any]] = {k: [] for k in runs}
+    cuda_peak: dict[int, int] = dict.fromkeys(runs, 0)
+    cuda = job["backend"] == "nccl"
+    for _ in range(job["warmup"] + job["steps"]):
+        for k, ex in runs.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            start, end, timings[k] = ex.step()
+            steps[k].append((start, end))
+            if cuda:
+                cuda_peak[k] = max(cuda_peak[k], torch.cuda.max_memory_allocated())
+    for k, ex in runs.items():
+        results[k] = {
+            "steps": steps[k][job["warmup"] :],
+            "timings": [t.to_json() for t in timings[k]],
+            "grads": ex.grads(),
+            "losses": dict(ex.losses),
+            "peak_memory": float(cuda_peak[k] if cuda else 2 * ex.param_bytes + ex.peak_act),
+            "peak_activation": float(ex.peak_act),
+        }
+    return results  # type: ignore[return-value]
+
+
+def _make_executor(rank: int, job: dict[str, Any], task: dict[str, Any]) -> Any:
     import torch
 
     from parplan.runtime.executor import Comm, DeviceExecutor, ModelSpec
 
-    if task.get("kind") == "profile":
-        import torch.distributed as dist
-
-        from parplan.runtime.profile import profile_ops
-
-        spec = ModelSpec(**task["model"])
-        model, _ = spec.build(job["seed"])
-        dist.barrier()  # every device profiles at the same time: the run's CPU sharing
-        ops = profile_ops(model, repeats=task["repeats"], warmup=task["warmup"], seed=job["seed"])
-        return {"ops": {k: v.to_json() for k, v in ops.items()}}
     plan = Plan.from_json(task["plan"])
-    spec = ModelSpec(**task["model"])
-    model, _ = spec.build(job["seed"])
+    model, _ = ModelSpec(**task["model"]).build(job["seed"])
     torch_device = "cpu"
     if job["backend"] == "nccl":  # one GPU per device; NCCL transfers need CUDA tensors
         local = int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1)
         torch.cuda.set_device(local)
         torch_device = f"cuda:{local}"
         model.to(torch_device)
-        torch.cuda.reset_peak_memory_stats()
-    if task["engine"] == "pipelining":
-        from parplan.runtime.pipelining_adapter import run_pipelining_device
+    return DeviceExecutor(
+        model, plan, rank, Comm(rank, job["timeout_s"]), seed=job["seed"], torch_device=torch_device
+    )
 
-        return run_pipelining_device(rank, plan, model, job, task)
-    comm = Comm(rank, job["timeout_s"])
-    ex = DeviceExecutor(model, plan, rank, comm, seed=job["seed"], torch_device=torch_device)
-    steps = []
-    timings: list[Any] = []
-    for _ in range(job["warmup"] + job["steps"]):
-        start, end, timings = ex.step()
-        steps.append((start, end))
-    cuda_peak = torch.cuda.max_memory_allocated() if job["backend"] == "nccl" else None
-    return {
-        "steps": steps[job["warmup"] :],
-        "timings": [t.to_json() for t in timings],
-        "grads": ex.grads(),
-        "losses": dict(ex.losses),
-        "peak_memory": float(cuda_peak if cuda_peak is not None else 2 * ex.param_bytes + ex.peak_act),
-        "peak_activation": float(ex.peak_act),
-    }
+
+def _run_device(rank: int, job: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
+    """A profiling task, or a plan for torch's pipelining runtime."""
+    import torch.distributed as dist
+
+    from parplan.runtime.executor import ModelSpec
+
+    spec = ModelSpec(**task["model"])
+    model, _ = spec.build(job["seed"])
+    if task.get("kind") == "profile":
+        from parplan.runtime.profile import profile_ops
+
+        dist.barrier()  # every device profiles at the same time: the run's CPU sharing
+        ops = profile_ops(
+            model,
+            repeats=task["repeats"],
+            warmup=task["warmup"],
+            seed=job["seed"],
+            clock=task.get("clock", "wall"),
+        )
+        return {"ops": {k: v.to_json() for k, v in ops.items()}}
+    from parplan.runtime.pipelining_adapter import run_pipelining_device
+
+    plan = Plan.from_json(task["plan"])
+    if job["backend"] == "nccl":
+        import torch
+
+        local = int(os.environ.get("LOCAL_RANK", rank)) % max(torch.cuda.device_count(), 1)
+        torch.cuda.set_device(local)
+        model.to(f"cuda:{local}")
+    return run_pipelining_device(rank, plan, model, job, task)
 
 
 # ------------------------------------------------------------------------------------ parent

@@ -31,15 +31,16 @@ from parplan.runtime.executor import value_tensors
 from parplan.runtime.modules import OpGraphModel, Value, build_torch_model
 
 
-def _timer(device: str) -> Callable[[Callable[[], Any]], tuple[float, Any]]:
+def _timer(device: str, clock: str = "wall") -> Callable[[Callable[[], Any]], tuple[float, Any]]:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    now = time.thread_time if clock == "cpu" else time.perf_counter
 
     def run(fn: Callable[[], Any]) -> tuple[float, Any]:
         sync()
-        t0 = time.perf_counter()
+        t0 = now()
         out = fn()
         sync()
-        return time.perf_counter() - t0, out
+        return now() - t0, out
 
     return run
 
@@ -94,8 +95,12 @@ def profile_ops(
     warmup: int = 2,
     device: str = "cpu",
     seed: int = 0,
+    clock: str = "wall",
 ) -> dict[str, OpProfile]:
     """Measure F, I, W seconds and saved activation bytes of every op of ``model`` (see module doc).
+
+    ``clock="cpu"`` times the calling thread's CPU time instead of wall time (CPU only): other
+    processes competing for the cores do not inflate it.
 
     Returns
     -------
@@ -103,7 +108,9 @@ def profile_ops(
         By op name, times in seconds for one micro-batch.
     """
     g = model.graph
-    timed = _timer(device)
+    if clock not in ("wall", "cpu") or (clock == "cpu" and device != "cpu"):
+        raise InvalidInputError(f"clock: use 'wall', or 'cpu' on device cpu; got {clock!r} on {device}")
+    timed = _timer(device, clock)
     data = {k: v.to(device) for k, v in model.make_batch(0, seed).items()}
     with torch.no_grad():
         outputs = model.run_ops([op.name for op in g.ops], {}, data)
@@ -140,6 +147,7 @@ def profile_model(
     device: str = "cpu",
     threads: int = 1,
     seed: int = 0,
+    clock: str = "wall",
 ) -> Profile:
     """Profile a zoo model's torch twin, op by op, as a ``parplan.profile/1`` profile (fp32).
 
@@ -157,6 +165,9 @@ def profile_model(
         Intra-op threads on CPU.
     seed
         Weights and data seed.
+    clock
+        ``"wall"`` (default) or ``"cpu"``: the profiling thread's CPU time, immune to other load on
+        the machine (CPU device only).
 
     Returns
     -------
@@ -190,7 +201,7 @@ def profile_model(
     if device == "cpu":
         torch.set_num_threads(threads)
     try:
-        ops = profile_ops(model, repeats=repeats, warmup=warmup, device=device, seed=seed)
+        ops = profile_ops(model, repeats=repeats, warmup=warmup, device=device, seed=seed, clock=clock)
     finally:
         torch.set_num_threads(old_threads)
     meta = graph.meta_dict
@@ -209,6 +220,7 @@ def profile_model(
                     "warmup": warmup,
                     "threads": threads if device == "cpu" else None,
                     "torch_device": device,
+                    "clock": clock,
                     "num_layers": meta.get("num_layers"),
                     "image_size": meta.get("image_size"),
                     "method": "median; I = autograd.grad w.r.t. inputs, W = w.r.t. parameters",
