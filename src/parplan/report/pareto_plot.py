@@ -142,12 +142,13 @@ def write_pareto_plot(
         ax.axvspan(lim, max(max(mem_gb), lim) * 1.05, color="crimson", alpha=0.06, zorder=0)
         ax.annotate(
             f"memory limit {lim:.3g} GB",
-            (lim, 0.02),
+            (lim, 0.5),
             xycoords=("data", "axes fraction"),
-            xytext=(-4, 0),
+            xytext=(-3, 0),
             textcoords="offset points",
             ha="right",
-            va="bottom",
+            va="center",
+            rotation=90,
             fontsize=8,
             color="crimson",
         )
@@ -155,8 +156,9 @@ def write_pareto_plot(
         ax.set_xscale("log")
     if log_y:
         ax.set_yscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    tick = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+    ax.xaxis.set_major_formatter(tick)
+    ax.yaxis.set_major_formatter(tick)
     ax.set_xlabel("memory per device (GB)")
     ax.set_ylabel("iteration time (ms)")
     mesh = f", mesh {'x'.join(map(str, frontier.mesh))}" if frontier.mesh else ""
