@@ -666,7 +666,7 @@ def frontier(
     elif not net.edge:
         final = Front.point(0.0, 0.0)
         for v in list(net.states):
-            final = minkowski(final, union(net.node[v], eps_step), eps_step)
+            final = minkowski(final, union(net.node[v]), eps_step)  # one thinning per part
     else:
         fallback = True
         by_key = net.cut_dp([])
