@@ -172,7 +172,11 @@ def test_backends_agree_on_the_optimum(case: dict[str, Any]) -> None:
     assert values["cpsat"] == values["highs"], values
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "backend",
+    # the big-M fused-pair disjunctions are weak: HiGHS needs ~12 s to prove this optimum
+    ["cpsat", pytest.param("highs", marks=pytest.mark.slow), *BACKENDS[2:]],
+)
 def test_fused_pairs_shorten_the_schedule(backend: str) -> None:
     # DualPipe-style fusion: bidirectional placement, p=2, m=4, F=I=W=1. Without fusion the optimum
     # is 12 (both backends agree). A forward overlapped with the other direction's backward-input
