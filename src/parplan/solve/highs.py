@@ -132,7 +132,7 @@ class HighsBackend:
         sol = self.form.assignment(out["values"])
         objective = self.form.objective_of(sol)
         if self._hint is not None and not check_assignment(self.m, self._hint):
-            # rounding a continuous answer never beats the integral hint HiGHS started from
+            # HiGHS started from the hint; should tolerance noise make its answer worse, keep the hint
             hinted = self.form.objective_of(self._hint)
             if hinted < objective:
                 sol, objective = self._hint, hinted
