@@ -471,3 +471,11 @@ def test_zoo_models_on_a_preset_cluster(model):
         assert [name for name, _ in p.strategy] == [op.name for op in g.ops]
         t, m = evaluate(space, {g.index[k]: v for k, v in p.strategy})
         assert t == pytest.approx(p.time_s) and m == pytest.approx(p.memory_bytes)
+
+
+def test_cut_dp_refuses_a_too_wide_graph(monkeypatch):
+    import parplan.frontier.search as search
+
+    monkeypatch.setattr(search, "_MAX_CUT_STATES", 10)
+    with pytest.raises(InvalidInputError, match=r"does not reduce .* state combinations .* limit 10"):
+        frontier(tournament(), _cluster(), devices=2, epsilon=0.0)

@@ -42,6 +42,9 @@ from parplan.frontier.pareto import Front, minkowski, thin, union
 from parplan.frontier.strategies import Layout, OpConfig, SearchSpace, search_space
 from parplan.graph.ops import OpGraph
 
+#: Cap on the cut DP's state combinations (memory and time grow with it; ~1 KB each at least).
+_MAX_CUT_STATES = 200_000
+
 #: Share of log(1 + epsilon) spent inside the reduction; the rest thins the final frontier.
 _STEP_SHARE = 1.0
 
@@ -394,6 +397,13 @@ class _Net:
                         su = key[pos[u]]
                         acc = minkowski(acc, self.edge[e][su][s] if e[1] == v else self.edge[e][s][su])
                     new.setdefault((*key, s), []).append(acc)
+            if len(new) > _MAX_CUT_STATES:
+                raise InvalidInputError(
+                    f"frontier: the graph does not reduce to series-parallel parts and its dynamic "
+                    f"program needs {len(new)} state combinations over {len(cut) + 1} operators at "
+                    f"{v!r} (limit {_MAX_CUT_STATES}); restrict the grids (mesh=(devices,)) or use "
+                    "fewer devices"
+                )
             cut.append(v)
             done.add(v)
             # drop nodes whose neighbours are all processed (their state no longer matters)
