@@ -477,5 +477,8 @@ def test_cut_dp_refuses_a_too_wide_graph(monkeypatch):
     import parplan.frontier.search as search
 
     monkeypatch.setattr(search, "_MAX_CUT_STATES", 10)
-    with pytest.raises(InvalidInputError, match=r"does not reduce .* state combinations .* limit 10"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"does not reduce .* state combinations over 2 operators at 'n1' \(limit 10\)",
+    ):
         frontier(tournament(), _cluster(), devices=2, epsilon=0.0)

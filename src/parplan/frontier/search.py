@@ -213,6 +213,7 @@ class _Net:
         self.pred: dict[Any, set[Any]] = {}
         self.pinned: set[Any] = set()
         self.steps = 0
+        self.names: dict[Any, str] = {}  # node -> operator name, for messages
 
     def add_node(self, v: Any, states: list[tuple[Layout, Layout]], fronts: list[Front]) -> None:
         self.states[v] = states
@@ -401,7 +402,7 @@ class _Net:
                 raise InvalidInputError(
                     f"frontier: the graph does not reduce to series-parallel parts and its dynamic "
                     f"program needs {len(new)} state combinations over {len(cut) + 1} operators at "
-                    f"{v!r} (limit {_MAX_CUT_STATES}); restrict the grids (mesh=(devices,)) or use "
+                    f"{self.names.get(v, v)!r} (limit {_MAX_CUT_STATES}); restrict the grids (mesh=(devices,)) or use "
                     "fewer devices"
                 )
             cut.append(v)
@@ -513,6 +514,7 @@ def _solve_block(
     local = {v: k for k, v in enumerate(ops)}
     layouts = list(space.layouts)
     net = _Net(eps)
+    net.names = {local[v]: graph.ops[v].name for v in ops}
     src_states = [(lay, lay) for lay in layouts]
     net.add_node("src", src_states, [Front.point(0.0, 0.0) for _ in layouts])
     for v in ops:
@@ -633,6 +635,7 @@ def frontier(
     eps_step = (1.0 + epsilon) ** (_STEP_SHARE / depth) - 1.0 if epsilon > 0 else 0.0
 
     net = _Net(eps_step)
+    net.names = {i: op.name for i, op in enumerate(graph.ops)}
     for v in range(graph.num_ops):
         if v in in_block:
             continue
