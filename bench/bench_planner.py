@@ -88,9 +88,9 @@ def run(quick: bool = True) -> list[dict[str, object]]:
     Parameters
     ----------
     quick
-        A small subset (p=4, m=8, unit costs, linear placement; 10 s per solve; ft06) instead of
+        A small subset (p=4, m=8, unit costs, linear placement; 10 s per solve; ft06, mk01) instead of
         the full grid (p in 4, 8; m in 2p, 3p; F/I/W 1/1/1 and 1/2/1; linear, v, bidirectional;
-        60 s per solve; ft06 and ft10). The headline always gets 60 s.
+        60 s per solve; ft06, mk01 and ft10). The headline always gets 60 s.
     """
     time_limit_s = 10.0 if quick else 60.0
     rows: list[dict[str, object]] = []
@@ -103,7 +103,9 @@ def run(quick: bool = True) -> list[dict[str, object]]:
             expert = Plan.from_schedule(problem, build_schedule(name, problem))
             rows.append(_row(setting, problem, expert, time_limit_s, workers=2))
     rows.append(headline(time_limit_s=60.0))
-    rows += fjsp_rows(("ft06.txt",) if quick else ("ft06.txt", "ft10.txt"), time_limit_s=time_limit_s)
+    rows += fjsp_rows(
+        ("ft06.txt", "mk01.fjs") if quick else ("ft06.txt", "mk01.fjs", "ft10.txt"), time_limit_s=time_limit_s
+    )
     return rows
 
 

@@ -78,3 +78,11 @@ def test_malformed_jobshop_names_the_line(text: str, message: str) -> None:
 def test_missing_file() -> None:
     with pytest.raises(InvalidInputError, match="no such file"):
         read_instance(DATA / "nope.fjs")
+
+
+def test_brandimarte_mk01_reaches_40_proven() -> None:
+    # Mk01 (10 jobs, 6 machines, up to 3 eligible machines per operation): known optimum 40
+    inst = read_instance(DATA / "mk01.fjs")
+    assert (len(inst.jobs), inst.num_machines, inst.num_operations) == (10, 6, 55)
+    result = solve_fjsp(DATA / "mk01.fjs", time_limit_s=20, deterministic=True)
+    assert (result.makespan, result.lower_bound, result.status) == (40, 40, "optimal")
