@@ -382,9 +382,15 @@ def plan_problem(
     if model.exact_time:
         lower = ms_bound_ticks * model.tick
     else:
-        # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time
+        # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time, and so
+        # does the solver's bound minus one tick per rounded duration or delay on any path (re-timing
+        # a real schedule with rounded-up values delays it by at most that much)
         floor_model = pipeline_model(problem, fused=fused, contiguous=contiguous, round_down=True)
         lower = lower_bounds(floor_model).best * floor_model.tick
+        if objective in ("makespan", "makespan,memory") and solver_bound is not None:
+            slack = len(model.tasks) + sum(1 for a in model.arcs if a.delay)
+            lower = max(lower, (solver_bound - slack) * model.tick)
+        proven = False  # optimal in ticks, not necessarily in real time
     lower = min(lower, plan.metrics.makespan)
     if not _model_covers_fusion(problem, fused):
         # fused F&B actions (built-in schedules may use them) can beat every schedule of this model,
