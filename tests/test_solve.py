@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from parplan.errors import InfeasibleError, InvalidInputError, SolverUnavailableError
 from parplan.plan import Plan
-from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage
+from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
 from parplan.solve import lower_bounds, pipeline_model, plan_problem
 from parplan.solve.api import to_schedule, warm_starts
 from parplan.solve.backend import BackendOptions
@@ -415,3 +415,28 @@ def test_time_limit_returns_the_best_plan_with_bound_and_gap() -> None:
     assert plan.metrics.lower_bound is not None and plan.metrics.gap is not None
     assert plan.metrics.lower_bound <= plan.metrics.makespan
     assert plan.solver is not None and plan.solver.status in ("optimal", "feasible")
+
+
+def _diamond(comm: float) -> PipelineProblem:
+    cost = PassTimes(F=1, B=1)
+    return PipelineProblem(
+        devices=(Device(index=0, name="d0"), Device(index=1, name="d1")),
+        stages=tuple(Stage(index=s, name=f"s{s}", cost=cost) for s in range(4)),
+        edges=tuple(StageEdge(src=a, dst=b, comm=comm) for a, b in ((0, 1), (0, 2), (1, 3), (2, 3))),
+        microbatches=(Microbatch(index=0, stages=(0, 1, 2, 3)),),
+        split_backward=False,
+        placement="free",
+    )
+
+
+def test_dag_branches_run_in_parallel_unless_communication_costs_more() -> None:
+    # diamond 0 -> {1, 2} -> 3, one micro-batch, F = B = 1. Without communication the two branches
+    # run on two devices at once: F0, F1|F2, F3, B3, B1|B2, B0 = 6 (the critical path). With comm 10
+    # every cross-device edge costs more than the whole serial run on one device: 4 * 2 = 8.
+    plan = solve(_diamond(comm=0))
+    assert plan.metrics.makespan == 6
+    dev = {t.action.stage: t.device for t in plan.timed}
+    assert dev[1] != dev[2]
+    plan = solve(_diamond(comm=10))
+    assert plan.metrics.makespan == 8
+    assert len({t.device for t in plan.timed}) == 1
