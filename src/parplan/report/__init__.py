@@ -9,6 +9,7 @@ from __future__ import annotations
 from parplan.report.export import from_pipelining_csv, to_pipelining_csv, write_pipelining_csv
 from parplan.report.gantt import write_gantt
 from parplan.report.memory_plot import write_memory_plot
+from parplan.report.pareto_plot import write_pareto_plot
 from parplan.report.trace import plan_to_chrome_trace, write_chrome_trace
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "write_chrome_trace",
     "write_gantt",
     "write_memory_plot",
+    "write_pareto_plot",
     "write_pipelining_csv",
 ]
