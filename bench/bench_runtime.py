@@ -174,7 +174,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "the worker processes ran mostly on a core of their own."
             if busy > 0.8
             else "the worker processes waited for a core much of the time (other load on the "
-            "machine), which inflates every measured time the profile cannot foresee."
+            "machine), which inflates every measured time the profile cannot foresee. With the cores "
+            "oversubscribed a device's idle time is not lost either (the other device's process takes "
+            "the core), so schedules that shrink bubbles gain less than the simulator (dedicated "
+            "devices) predicts, and gloo transfers, which copy through loopback TCP on the same "
+            "cores, cost more for placements with more cuts (V)."
         )
         + "\n"
     )

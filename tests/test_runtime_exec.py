@@ -24,7 +24,7 @@ TOL = 1e-4
 
 
 def gpt_plan(schedule: str, *, pp: int = 2, microbatches: int = 4, num_layers: int = 4, **kw) -> Plan:
-    placement = "v" if schedule in ("zb-v", "dualpipev") else "linear"
+    placement = {"zb-v": "v", "dualpipev": "v", "interleaved-1f1b": "interleaved"}.get(schedule, "linear")
     graph = build_model("gpt-tiny", microbatch_size=2, seq_len=16, num_layers=num_layers, dtype="fp32")
     problem = model_problem(
         graph,
@@ -123,7 +123,8 @@ def test_bad_options_are_named() -> None:
 
 @pytest.mark.slow
 def test_pipelining_runtime_runs_the_exported_csv() -> None:
-    names = ["gpipe", "1f1b", "zb-h1", "zb-v", "dualpipev"]
+    # linear, interleaved and V placements; F, B, I, W and fused OVERLAP_F_B cells
+    names = ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zb-v", "dualpipev"]
     results = run_plans([gpt_plan(n) for n in names], steps=1, warmup=0, engine="pipelining")
     for name, r in zip(names, results, strict=True):
         assert r.engine == "pipelining", name

@@ -1,7 +1,7 @@
 """Adapter to torch.distributed.pipelining's runtime: the ONLY module touching its private API.
 
 A chain plan is exported as the compute-only CSV (``parplan.report.export.to_pipelining_csv``,
-fused FB actions written as their two parts) and loaded into ``_PipelineScheduleRuntime`` with
+fused FB actions written as torch's ``(0F3;5B1)OVERLAP_F_B`` cells, which torch 2.13 runs) and loaded into ``_PipelineScheduleRuntime`` with
 ``_load_csv``, which lowers it to sends and receives and infers the stage-to-device mapping from the
 rows. Each stage is a ``PipelineStage`` around a thin module that runs the stage's ops of the
 :class:`~parplan.runtime.modules.OpGraphModel` (sharing its parameters); the loss op of the last
@@ -102,10 +102,14 @@ def _loss_fn(output: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
 
+#: How fused FB actions go into the CSV: "overlap" (torch's OVERLAP_F_B, run as its two parts).
+_FUSED = "overlap"
+
+
 def _csv_text(plan: Plan) -> str:
     from parplan.report.export import to_pipelining_csv
 
-    return to_pipelining_csv(plan, fused="split")
+    return to_pipelining_csv(plan, fused=_FUSED)
 
 
 def run_pipelining_device(
