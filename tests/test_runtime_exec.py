@@ -23,6 +23,15 @@ from parplan.synthetic import synthetic_problem  # noqa: E402
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the machine has 2 cores shared with the worker processes: intra-op threads only spin
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def gpt_plan(schedule: str, *, pp: int = 2, microbatches: int = 4, num_layers: int = 4, **kw) -> Plan:
     placement = {"zb-v": "v", "dualpipev": "v", "interleaved-1f1b": "interleaved"}.get(schedule, "linear")
     graph = build_model("gpt-tiny", microbatch_size=2, seq_len=16, num_layers=num_layers, dtype="fp32")
@@ -38,6 +47,7 @@ def gpt_plan(schedule: str, *, pp: int = 2, microbatches: int = 4, num_layers: i
     return Plan.from_schedule(problem, build_schedule(schedule, problem))
 
 
+@pytest.mark.slow  # ~8 s: two processes import torch; the in-thread tests cover the logic by default
 def test_one_f_one_b_matches_single_process(tmp_path) -> None:
     # through a plan file: it records the model, so `parplan run PLAN.json` can rebuild it
     plan = read_plan(gpt_plan("1f1b").write(tmp_path / "plan.json"))
@@ -267,3 +277,32 @@ def test_measured_trace_layout() -> None:
     ]
     waits = [e for e in events if e["ph"] == "X" and e["tid"] == 1]
     assert [(e["pid"], e["dur"]) for e in waits] == [(1, 1000.0)]
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zb-h2", "zb-v", "dualpipev"],
+)
+def test_executor_logic_in_threads(schedule: str) -> None:
+    """The executor's passes, routing and tags, with devices as threads of this process (no
+    torch.distributed, no process start): gradients equal the single-process run."""
+    from parplan.runtime.executor import model_spec_of, reference_step, run_in_threads
+
+    plan = gpt_plan(schedule, num_layers=4 if schedule in ("zb-v", "dualpipev", "interleaved-1f1b") else 2)
+    spec = model_spec_of(plan)
+    loss, grads = run_in_threads(plan, spec)
+    ref_loss, ref = reference_step(spec.build()[0], plan.problem.num_microbatches)
+    assert loss == pytest.approx(ref_loss, abs=1e-5)
+    assert set(grads) == set(ref)
+    assert max(float((grads[n] - g).abs().max()) for n, g in ref.items()) < TOL
+
+
+def test_dag_plan_in_threads() -> None:
+    from parplan.runtime.executor import model_spec_of, reference_step, run_in_threads
+
+    plan = multimodal_dag_plan()
+    spec = model_spec_of(plan)
+    loss, grads = run_in_threads(plan, spec)
+    ref_loss, ref = reference_step(spec.build()[0], plan.problem.num_microbatches)
+    assert loss == pytest.approx(ref_loss, abs=1e-5)
+    assert max(float((grads[n] - g).abs().max()) for n, g in ref.items()) < TOL

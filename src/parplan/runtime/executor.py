@@ -232,6 +232,96 @@ class Comm:
             work.wait(self.timeout)
         self.pending.clear()
 
+    def barrier(self) -> None:
+        dist.barrier()
+
+
+class ThreadComm(Comm):
+    """Transfers between executors running as threads of one process (tests, debugging).
+
+    ``hub`` is shared by the devices' ThreadComm objects: a dict of (receiver, tag) -> tensor
+    under a condition variable, plus a barrier.
+    """
+
+    def __init__(self, device: int, timeout_s: float, hub: dict[str, Any]) -> None:
+        super().__init__(device, timeout_s)
+        self.hub = hub
+
+    def send(self, tensor: Tensor, dst: int, tag: int) -> None:
+        cond = self.hub["cond"]
+        with cond:
+            self.hub["box"][(dst, tag)] = tensor.detach().clone()
+            cond.notify_all()
+
+    def recv(self, like: Tensor, src: int, tag: int) -> Tensor:
+        cond = self.hub["cond"]
+        key = (self.device, tag)
+        t0 = time.perf_counter()
+        with cond:
+            if not cond.wait_for(lambda: key in self.hub["box"], timeout=self.timeout.total_seconds()):
+                raise TimeoutError(f"device {self.device}: nothing from device {src} with tag {tag}")
+            got: Tensor = self.hub["box"].pop(key)
+        self.wait_s += time.perf_counter() - t0
+        return got
+
+    def flush(self) -> None:
+        pass
+
+    def barrier(self) -> None:
+        self.hub["barrier"].wait(self.timeout.total_seconds())
+
+
+def run_in_threads(
+    plan: Plan, spec: ModelSpec, *, seed: int = 0, timeout_s: float = 30.0
+) -> tuple[float, dict[str, Tensor]]:
+    """Execute one step of ``plan`` with one thread per device in this process, without torch.distributed.
+
+    Same executor, same transfers (through :class:`ThreadComm`): a fast check of a plan's
+    execution logic. Times are meaningless (threads share the interpreter).
+
+    Returns
+    -------
+    tuple[float, dict[str, Tensor]]
+        The mean loss over micro-batches and every parameter gradient (summed over replicas).
+    """
+    import threading
+
+    n = plan.problem.num_devices
+    hub: dict[str, Any] = {"cond": threading.Condition(), "box": {}, "barrier": threading.Barrier(n)}
+    executors = []
+    for d in range(n):
+        model, _ = spec.build(seed)
+        executors.append(DeviceExecutor(model, plan, d, ThreadComm(d, timeout_s, hub), seed=seed))
+    errors: list[BaseException] = []
+
+    def work(ex: DeviceExecutor) -> None:
+        try:
+            ex.step()
+        except BaseException as exc:  # re-raised in the caller's thread below
+            errors.append(exc)
+            hub["barrier"].abort()
+
+    threads = [threading.Thread(target=work, args=(ex,)) for ex in executors]
+    # intra-op threads of several device threads spin against each other: 1 each is ~8x faster
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        torch.set_num_threads(old_threads)
+    if errors:
+        raise errors[0]
+    losses: dict[int, float] = {}
+    grads: dict[str, Tensor] = {}
+    for ex in executors:
+        losses.update(ex.losses)
+        for name, g in ex.grads().items():
+            grads[name] = grads[name] + g if name in grads else g
+    return sum(losses.values()) / plan.problem.num_microbatches, grads
+
 
 # ------------------------------------------------------------------------------------ executor
 @dataclass(slots=True)
@@ -486,7 +576,7 @@ class DeviceExecutor:
         self.zero_grad()
         self.losses.clear()
         self.live_act = self.peak_act = 0
-        dist.barrier()
+        self.comm.barrier()
         start = time.perf_counter()
         timings = []
         for action in self.order:
