@@ -39,6 +39,8 @@ from parplan.solve.model import (
 #: Objective names accepted by ``plan_problem``; "a,b" is lexicographic (a first, then b).
 OBJECTIVES = ("makespan", "memory", "makespan,memory", "memory,makespan", "weighted")
 #: Backend names (``parplan.solve.backend.make_backend`` builds them).
+#: Share of the time limit spent on one-device relaxation bounds before the main solve.
+RELAXATION_SHARE = 0.4
 BACKENDS = ("cpsat", "highs", "gurobi")
 
 
@@ -304,6 +306,20 @@ def plan_problem(
     expert = [w for w in starts if not w.name.startswith("list-")]
     best_expert = min(expert, key=key) if expert else None
     bounds = lower_bounds(model)
+    static_bound = bounds.best
+    relaxed = 0
+    warm_ticks = baseline.assignment.makespan(model) if baseline else None
+    if (
+        first == "makespan"
+        and backend == "cpsat"
+        and model.is_fixed
+        and not model.fusable
+        and (warm_ticks is None or warm_ticks > static_bound)
+    ):
+        relaxed = _relaxation_bound(
+            model, RELAXATION_SHARE * time_limit_s, workers, deterministic, warm_ticks
+        )
+        time_limit_s -= min(time_limit_s / 2, time.perf_counter() - t0)
 
     phases = [objective] if "," not in objective else objective.split(",")
     budget = time_limit_s / len(phases)
@@ -327,9 +343,10 @@ def plan_problem(
                 memory_weight=weight,
                 max_makespan=sol.makespan(model),
                 max_memory=caps.get("memory"),
+                min_makespan=relaxed or None,
             )
         solver = make_backend(backend, model, opts)  # also raises early for a missing solver
-        if phase == "makespan" and sol is not None and sol.makespan(model) <= bounds.best:
+        if phase == "makespan" and sol is not None and sol.makespan(model) <= max(bounds.best, relaxed):
             # the warm start meets the lower bound: optimal without a search
             ms = sol.makespan(model)
             result = BackendResult(status="optimal", assignment=sol, objective=ms, bound=ms, time_s=0.0)
@@ -375,7 +392,7 @@ def plan_problem(
         plan, first, memory_weight
     ):
         plan, proven = baseline.plan, False  # the solver's answer rounds worse than its warm start
-    ms_bound_ticks = bounds.best
+    ms_bound_ticks = max(bounds.best, relaxed)
     if objective in ("makespan", "makespan,memory") and solver_bound is not None:
         ms_bound_ticks = max(ms_bound_ticks, solver_bound)
     lower: float | None
@@ -441,6 +458,45 @@ def plan_problem(
     if violations:
         raise InternalError(f"planned schedule fails the validator: {violations[:3]}")
     return out
+
+
+def _relaxation_bound(
+    model: TaskModel, budget_s: float, workers: int, deterministic: bool, target: int | None
+) -> int:
+    """The best one-device relaxation bound (ticks) within ``budget_s``, devices with the highest
+    static bound first (each given half the remaining budget); stops early once the bound reaches
+    ``target`` (the warm start)."""
+    from parplan.solve.cpsat import device_relaxation_bound
+
+    static = lower_bounds(model)
+    heads, tails = static.heads, static.tails
+    load: dict[int, int] = {}
+    for d in range(model.num_devices):
+        tasks = [t for t in model.tasks if t.durations[0][0] == d]
+        if tasks:
+            load[d] = (
+                min(heads[t.index] for t in tasks)
+                + sum(t.durations[0][1] for t in tasks)
+                + min(tails[t.index] for t in tasks)
+            )
+    best = 0
+    t0 = time.perf_counter()
+    devices = sorted(load, key=lambda d: -load[d])
+    for k, d in enumerate(devices):
+        left = budget_s - (time.perf_counter() - t0)
+        if left <= 0.05:
+            break
+        # the most loaded devices decide the bound: each gets half of what is left
+        share = left / 2 if k < len(devices) - 1 else left
+        best = max(
+            best,
+            device_relaxation_bound(
+                model, d, time_limit_s=share, workers=workers, deterministic=deterministic
+            ),
+        )
+        if target is not None and best >= target:
+            break
+    return best
 
 
 def _model_covers_fusion(problem: PipelineProblem, fused: bool) -> bool:

@@ -61,13 +61,15 @@ class BackendOptions:
 
     ``objective`` is one of ``OBJECTIVES``; ``memory_weight`` is the weight of one memory quantum
     against one tick (a ratio; backends may round it to a fraction) in the weighted objective; ``max_makespan`` / ``max_memory`` cap the two
-    objectives (ticks, quanta), used for lexicographic solves and to cut above a warm start.
+    objectives (ticks, quanta), used for lexicographic solves and to cut above a warm start;
+    ``min_makespan`` is a proven lower bound (ticks) found outside the model (one-device relaxations).
     """
 
     objective: str = "makespan"
     memory_weight: float = 1.0
     max_makespan: int | None = None
     max_memory: int | None = None
+    min_makespan: int | None = None
     load_cuts: bool = True
     symmetry: bool = True
 
