@@ -33,7 +33,12 @@ def _one_thread():
 
 
 def gpt_plan(schedule: str, *, pp: int = 2, microbatches: int = 4, num_layers: int = 4, **kw) -> Plan:
-    placement = {"zb-v": "v", "dualpipev": "v", "interleaved-1f1b": "interleaved"}.get(schedule, "linear")
+    placement = {
+        "zb-v": "v",
+        "dualpipev": "v",
+        "interleaved-1f1b": "interleaved",
+        "dualpipe": "bidirectional",
+    }.get(schedule, "linear")
     graph = build_model("gpt-tiny", microbatch_size=2, seq_len=16, num_layers=num_layers, dtype="fp32")
     problem = model_problem(
         graph,
@@ -153,6 +158,8 @@ def test_pipelining_falls_back_on_what_it_cannot_run() -> None:
     mm, _ = build_torch_model("multimodal-small", microbatch_size=1, seq_len=8, num_layers=1, image_size=32)
     with pytest.warns(UserWarning, match="not the chain"):
         assert _choose_engine(dag, "pipelining", mm) == "parplan"
+    with pytest.warns(UserWarning, match="bidirectional"):
+        assert _choose_engine(gpt_plan("dualpipe", num_layers=2), "pipelining", model) == "parplan"
 
 
 def multimodal_dag_plan() -> Plan:
@@ -281,7 +288,8 @@ def test_measured_trace_layout() -> None:
 
 @pytest.mark.parametrize(
     "schedule",
-    ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zb-h2", "zb-v", "dualpipev"],
+    # dualpipe: bidirectional, every device holds both halves; replica gradients add up
+    ["gpipe", "1f1b", "interleaved-1f1b", "zb-h1", "zb-h2", "zb-v", "dualpipev", "dualpipe"],
 )
 def test_executor_logic_in_threads(schedule: str) -> None:
     """The executor's passes, routing and tags, with devices as threads of this process (no
