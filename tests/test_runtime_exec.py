@@ -263,6 +263,7 @@ def test_measured_trace_layout() -> None:
             "end_s": 0.002,
             "recv_wait_s": 0.0,
             "cpu_s": 0.002,
+            "live_activation_bytes": 4096.0,
         },
         {
             "device": 1,
@@ -284,6 +285,8 @@ def test_measured_trace_layout() -> None:
     ]
     waits = [e for e in events if e["ph"] == "X" and e["tid"] == 1]
     assert [(e["pid"], e["dur"]) for e in waits] == [(1, 1000.0)]
+    counters = [e for e in events if e["ph"] == "C"]
+    assert [(e["pid"], e["ts"], e["args"]["bytes"]) for e in counters] == [(0, 2000.0, 4096.0)]
 
 
 @pytest.mark.parametrize(

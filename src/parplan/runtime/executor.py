@@ -348,6 +348,7 @@ class ActionTiming:
     end_s: float
     recv_wait_s: float = 0.0
     cpu_s: float = 0.0
+    live_activation_bytes: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -360,6 +361,7 @@ class ActionTiming:
             "end_s": self.end_s,
             "recv_wait_s": self.recv_wait_s,
             "cpu_s": self.cpu_s,
+            "live_activation_bytes": self.live_activation_bytes,
         }
 
 
@@ -597,6 +599,7 @@ class DeviceExecutor:
                     end_s=t1 - start,
                     recv_wait_s=self.comm.wait_s - w0,
                     cpu_s=c1 - c0,
+                    live_activation_bytes=float(self.live_act),
                 )
             )
         self.comm.flush()

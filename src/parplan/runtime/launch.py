@@ -647,7 +647,8 @@ def replay_step_s(plan: Plan, timings: tuple[dict[str, Any], ...], clock: str = 
 
 
 def measured_trace(plan: Plan, timings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    """Chrome trace of measured actions: one pid per device, tid 0 compute, tid 1 receive waits.
+    """Chrome trace of measured actions: one pid per device, tid 0 compute, tid 1 receive waits,
+    and a "C" counter of the saved activation bytes after each action.
 
     Same conventions as ``parplan.report.trace`` (microseconds, ``"X"`` events, process names).
     """
@@ -672,6 +673,16 @@ def measured_trace(plan: Plan, timings: tuple[dict[str, Any], ...]) -> dict[str,
                 "args": dict(t),
             }
         )
+        if "live_activation_bytes" in t:  # saved activations after the action, as a counter track
+            events.append(
+                {
+                    "name": "activations",
+                    "ph": "C",
+                    "ts": round(t["end_s"] * 1e6, 3),
+                    "pid": t["device"],
+                    "args": {"bytes": t["live_activation_bytes"]},
+                }
+            )
         if t["recv_wait_s"] > 0:
             events.append(
                 {
