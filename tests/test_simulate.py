@@ -205,3 +205,28 @@ def test_validator_misplaced_action(tiny: PipelineProblem) -> None:
     k = _find(timed, "1B0")
     timed[k] = replace(timed[k], device=0)
     assert ("placement", "1B0") in _rules(validate(tiny, timed))
+
+
+def test_unplaced_stages_pay_communication_only_across_devices() -> None:
+    # Free placement: the schedule decides where stages run. Two stages run on one device, so the
+    # 5-unit transfer between them costs nothing: 0F0 [0,1), 1F0 [1,2), 1B0 [2,4), 0B0 [4,6).
+    from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
+    from parplan.schedule.ir import B as Bk
+    from parplan.schedule.ir import F as Fk
+    from parplan.schedule.ir import Schedule as Sched
+    from parplan.simulate import compute_metrics as metrics_of
+    from parplan.simulate import simulate as sim
+
+    cost = PassTimes(F=1, B=2)
+    problem = PipelineProblem(
+        devices=(Device(index=0, name="d0"), Device(index=1, name="d1")),
+        stages=(Stage(index=0, name="s0", cost=cost), Stage(index=1, name="s1", cost=cost)),
+        edges=(StageEdge(src=0, dst=1, comm=5.0),),
+        microbatches=(Microbatch(index=0, stages=(0, 1)),),
+        split_backward=False,
+        placement="free",
+    )
+    same = Sched.of("same", [[Fk(0, 0), Fk(1, 0), Bk(1, 0), Bk(0, 0)], []])
+    assert metrics_of(problem, sim(problem, same)).makespan == 6
+    apart = Sched.of("apart", [[Fk(0, 0), Bk(0, 0)], [Fk(1, 0), Bk(1, 0)]])
+    assert metrics_of(problem, sim(problem, apart)).makespan == 16  # 1 + 5 + 1 + 2 + 5 + 2

@@ -178,7 +178,6 @@ def simulate(problem: PipelineProblem, schedule: Schedule) -> tuple[TimedAction,
         raise InvalidInputError(f"schedule {schedule.name!r}: {errors[0]}{more}")
 
     done: dict[DepKey, tuple[float, int]] = {}  # event -> (end time, device)
-    device_of_stage = {s.index: s.device for s in problem.stages}
     heads = [0] * problem.num_devices
     free_at = [0.0] * problem.num_devices
     timed: list[TimedAction] = []
@@ -200,13 +199,13 @@ def simulate(problem: PipelineProblem, schedule: Schedule) -> tuple[TimedAction,
             action = order[heads[device]]
             start = free_at[device]
             missing = None
-            for key, comm, src_stage in deps_of(action):
+            for key, comm, _src_stage in deps_of(action):
                 if key not in done:
                     missing = key
                     break
                 end, src_dev = done[key]
-                src_device = device_of_stage.get(src_stage)
-                delay = comm if (src_device is None or src_dev != device) else 0.0
+                # where the producer actually ran (placement may be left to the schedule)
+                delay = comm if src_dev != device else 0.0
                 start = max(start, end + delay)
             if missing is not None:
                 waiting[missing].append(device)
