@@ -9,7 +9,7 @@ The public API, by stage of the data flow (DESIGN.md)::
     problem  synthetic_problem, graph_problem (merging heuristic), PipelineProblem
     schedule build_schedule, applicable_schedules, SCHEDULES
     solve    plan_problem (MIP planner; imports OR-Tools on first use)
-    frontier frontier, fewest_devices (Pareto strategies)
+    frontier parplan.frontier.frontier, fewest_devices, Frontier (Pareto strategies)
     simulate simulate, validate, compute_metrics; Plan, read_plan
 
 Importing parplan imports neither torch, matplotlib nor a solver: ``plan_problem`` loads OR-Tools
@@ -32,7 +32,7 @@ from parplan.errors import (
     ParplanError,
     SolverUnavailableError,
 )
-from parplan.frontier import Frontier, fewest_devices, frontier
+from parplan.frontier import Frontier, fewest_devices
 from parplan.graph import (
     OpGraph,
     build_model,
@@ -83,7 +83,6 @@ __all__ = [
     "build_schedule",
     "compute_metrics",
     "fewest_devices",
-    "frontier",
     "graph_problem",
     "list_clusters",
     "list_models",
