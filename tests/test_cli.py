@@ -20,7 +20,9 @@ def _run(*args: str, code: int = 0) -> str:
 
 
 def _json(*args: str) -> dict:
-    return json.loads(_run(*args, "--json"))
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, (result.exit_code, result.output)
+    return json.loads(result.stdout)
 
 
 def _by_name(doc: dict) -> dict[str, dict]:
@@ -246,3 +248,96 @@ def test_malformed_files_exit_2(tmp_path: Path) -> None:
     bad_json.write_text("{not json")
     result = runner.invoke(app, ["check", str(bad_json)])
     assert result.exit_code == 2 and "not valid JSON" in result.output
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_plan_json_contract_and_dualpipe_headline(tmp_path: Path) -> None:
+    doc = _json(
+        "plan",
+        "--pp",
+        "8",
+        "--microbatches",
+        "20",
+        "--placement",
+        "bidirectional",
+        "--costs",
+        "F=1,I=1,W=1,FB=3",
+        "--memory-limit",
+        "9",
+        "--time-limit",
+        "30",
+        "-o",
+        str(tmp_path / "p.json"),
+    )
+    assert set(doc) >= {
+        "status",
+        "makespan",
+        "lower_bound",
+        "gap",
+        "bubble_ratio",
+        "peak_memory_per_device",
+        "solve_time_s",
+        "backend",
+        "baseline",
+    }
+    assert doc["baseline"] == {"name": "dualpipe", "makespan": 66.0}
+    # half of DualPipe's bubble: 3 idle units per device instead of 6, proven optimal
+    assert doc["makespan"] == 63 and doc["lower_bound"] == 63 and doc["status"] == "optimal"
+    assert max(doc["peak_memory_per_device"]) <= 9
+    assert _json("check", str(tmp_path / "p.json"))["valid"]
+
+
+def test_compare_with_plan_adds_the_planner_row() -> None:
+    rows = _by_name(
+        _json(
+            "compare",
+            "--pp",
+            "4",
+            "--microbatches",
+            "8",
+            "--costs",
+            "F=1,B=2",
+            "--with-plan",
+            "--time-limit",
+            "10",
+        )
+    )
+    assert rows["parplan"]["makespan"] <= min(r["makespan"] for r in rows.values())
+    assert rows["parplan"]["valid"]
+
+
+def test_infeasible_memory_limit_exits_3_with_the_reason() -> None:
+    result = runner.invoke(
+        app, ["plan", "--pp", "4", "--microbatches", "8", "--costs", "F=1,B=2", "--memory-limit", "0.5"]
+    )
+    assert result.exit_code == 3, result.output
+    assert "device" in result.output and "limit" in result.output
+
+
+def test_fjsp_ft06_reaches_its_known_optimum() -> None:
+    doc = _json("fjsp", str(DATA / "ft06.txt"), "--time-limit", "20")
+    assert doc["makespan"] == 55 and doc["lower_bound"] == 55 and doc["status"] == "optimal"
+
+
+def test_frontier_json_and_plot(tmp_path: Path) -> None:
+    doc = _json(
+        "frontier",
+        "--model",
+        "gpt-tiny",
+        "--devices",
+        "4",
+        "--microbatch-size",
+        "4",
+        "--memory-limit",
+        "80GB",
+        "--plot",
+        str(tmp_path / "f.png"),
+    )
+    assert doc["points"] and doc["chosen"] is not None
+    assert {"time_s", "memory_bytes", "strategy"} <= set(doc["points"][0])
+    times = [p["time_s"] for p in doc["points"]]
+    mems = [p["memory_bytes"] for p in doc["points"]]
+    assert times == sorted(times) and mems == sorted(mems, reverse=True)  # a Pareto frontier
+    assert (tmp_path / "f.png").stat().st_size > 10_000

@@ -350,12 +350,13 @@ def compare(
                 try:
                     problem_for(n)
                 except ParplanError as exc:
-                    err.print(f"[dim]skipped {n}: {exc}[/]", highlight=False)
+                    if not json_:
+                        err.print(f"[dim]skipped {n}: {exc}[/]", highlight=False)
                     continue
                 why = dict(applicable_schedules(problem_for(n)))[n]
                 if why is None:
                     names.append(n)
-                else:
+                elif not json_:
                     err.print(f"[dim]skipped {why}[/]", highlight=False)
         plans = [Plan.from_schedule(problem_for(n), build_schedule(n, problem_for(n))) for n in names]
         if with_plan:
