@@ -90,8 +90,10 @@ def markdown(rows: list[dict]) -> str:
     lines = [
         "## Expert schedules against their closed forms",
         "",
-        "Simulated idle per device (span idle for ZB-H2) and peak activations on device 0, in",
-        "stage-microbatch units, against the published formulas (DESIGN.md).",
+        "Simulated idle per device (span idle for ZB-H2; the distinct values over devices) and peak",
+        "activations on device 0, in stage-microbatch units, against the published formulas (DESIGN.md).",
+        "Costs are per stage (chunk); a row matches when the worst device's idle equals the formula",
+        "(DualPipeV's outer devices idle less than its middle ones when F, I and W differ).",
         "",
         "| schedule | placement | p | m | costs | makespan | idle measured | idle formula | peak measured | peak formula | match | valid |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
