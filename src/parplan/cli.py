@@ -11,7 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -385,28 +385,7 @@ def compare(
     _run(body)
 
 
-_PROBLEM_KEYS = (
-    "pp",
-    "microbatches",
-    "placement",
-    "chunks",
-    "costs",
-    "comm",
-    "act_mem",
-    "wgrad_mem",
-    "model",
-    "cluster",
-    "microbatch_size",
-    "seq_len",
-    "num_layers",
-    "dtype",
-    "profile",
-    "graph",
-    "random_dag",
-    "devices",
-    "groups",
-    "memory_limit",
-)
+_PROBLEM_KEYS = tuple(f.name for f in fields(ProblemSpec))
 
 
 def _problem_kwargs(values: dict[str, Any]) -> dict[str, Any]:
