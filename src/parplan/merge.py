@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from parplan.cluster import Cluster
 from parplan.cost.compute import CostModel
 from parplan.cost.memory import training_state_bytes
-from parplan.cost.pipeline import balanced_partition
+from parplan.cost.pipeline import balanced_partition, stage_from_ops
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.graph.ops import OpGraph
-from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
+from parplan.problem import Device, Microbatch, PipelineProblem, StageEdge
 
 
 def locality_order(graph: OpGraph) -> tuple[int, ...]:
@@ -142,36 +142,23 @@ def graph_problem(
         num_groups = min(graph.num_ops, num_groups + max(1, num_groups // 4))
     group_of = {i: g for g, p in enumerate(parts) for i in p}
 
-    stages = []
     hetero = not cl.is_homogeneous
-    for g, part in enumerate(parts):
-        ops = [graph.ops[i] for i in part]
-        cost = model.stage_times(ops, 0, split_backward=split_backward)
-        device_costs: tuple[PassTimes, ...] = ()
-        if hetero:
-            device_costs = tuple(
-                model.stage_times(ops, d, split_backward=split_backward) for d in range(devices)
-            )
-        act = sum(op.act_bytes for op in ops)
-        in_bytes = sum(
-            graph.edge_bytes[(p, i)] or graph.ops[p].out_bytes
-            for i in part
-            if graph.ops[i].param_bytes > 0
-            for p in graph.preds[i]
+    stages = [
+        stage_from_ops(
+            graph,
+            part,
+            model,
+            index=g,
+            device=None,
+            name=f"g{g}[{graph.ops[part[0]].name}..]"
+            if len(part) > 1
+            else f"g{g}[{graph.ops[part[0]].name}]",
+            num_devices=devices if hetero else 0,
+            split_backward=split_backward,
+            dtype=dtype,
         )
-        stages.append(
-            Stage(
-                index=g,
-                name=f"g{g}[{ops[0].name}..]" if len(ops) > 1 else f"g{g}[{ops[0].name}]",
-                cost=cost,
-                device=None,
-                ops=tuple(op.name for op in ops),
-                act_mem=act,
-                wgrad_mem=min(act, in_bytes) if split_backward else 0.0,
-                param_mem=training_state_bytes(sum(op.param_bytes for op in ops), dtype=dtype).total,
-                device_costs=device_costs,
-            )
-        )
+        for g, part in enumerate(parts)
+    ]
     # A producer's output crosses to another group once, however many ops there consume it.
     sent: dict[tuple[int, int], float] = {}
     for i, op in enumerate(graph.ops):

@@ -21,7 +21,7 @@ from parplan.cost.memory import training_state_bytes
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import OpGraph
-from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
+from parplan.problem import Device, Microbatch, PipelineProblem, Stage, StageEdge
 
 MODEL_PLACEMENTS = ("linear", "interleaved", "v", "bidirectional", "free")
 
@@ -197,6 +197,53 @@ def _check_profile(profile: Profile, graph: OpGraph, dtype: str) -> None:
         )
 
 
+def stage_from_ops(
+    graph: OpGraph,
+    op_indices: Sequence[int],
+    model: CostModel,
+    *,
+    index: int,
+    name: str,
+    device: int | None,
+    num_devices: int = 0,
+    split_backward: bool = True,
+    dtype: str = "bf16",
+    optimizer: str = "adam",
+) -> Stage:
+    """The stage (op group) running ``op_indices`` of ``graph``: pass times, memory, op names.
+
+    Times are those on ``device`` (device 0 when unplaced); ``num_devices > 0`` adds the times on
+    each of the first ``num_devices`` devices (heterogeneous free placement). ``act_mem`` is the
+    stored activations of one micro-batch, ``wgrad_mem`` the inputs of its weight-bearing ops (kept
+    from I until W, capped at ``act_mem``), ``param_mem`` parameters + gradients + optimizer state.
+    """
+    ops = [graph.ops[i] for i in op_indices]
+    where = 0 if device is None else device
+    device_costs = tuple(model.stage_times(ops, d, split_backward=split_backward) for d in range(num_devices))
+    act = sum(model.act_bytes(op, where) for op in ops)
+    wgrad = 0.0
+    if split_backward:
+        inputs = sum(
+            graph.edge_bytes[(p, i)] or graph.ops[p].out_bytes
+            for i in op_indices
+            if graph.ops[i].param_bytes > 0
+            for p in graph.preds[i]
+        )
+        wgrad = min(act, inputs)
+    params = sum(op.param_bytes for op in ops)
+    return Stage(
+        index=index,
+        name=name,
+        cost=model.stage_times(ops, where, split_backward=split_backward),
+        device=device,
+        ops=tuple(op.name for op in ops),
+        act_mem=act,
+        wgrad_mem=wgrad,
+        param_mem=training_state_bytes(params, dtype=dtype, optimizer=optimizer).total,
+        device_costs=device_costs,
+    )
+
+
 def model_problem(
     graph: OpGraph,
     cluster: Cluster,
@@ -337,9 +384,6 @@ def model_problem(
         for c in range(part_of[i], max(part_of[v] for v in out)):
             cut_bytes[c] += max(b for v, b in out.items() if part_of[v] > c)
 
-    def in_bytes(i: int) -> float:
-        return sum((graph.edge_bytes[(p, i)] or graph.ops[p].out_bytes) for p in graph.preds[i])
-
     # Stages.
     if placement == "bidirectional":
         stage_part = list(range(pp)) + list(range(pp))
@@ -350,30 +394,21 @@ def model_problem(
     stages = []
     hetero = not cluster.subset(pp).is_homogeneous
     for s, (j, dev) in enumerate(zip(stage_part, stage_device)):
-        ops_ = [graph.ops[i] for i in part_ops[j]]
-        where = 0 if dev is None else dev
-        cost = model.stage_times(ops_, where, split_backward=split_backward)
-        device_costs: tuple[PassTimes, ...] = ()
-        if dev is None and hetero:
-            device_costs = tuple(model.stage_times(ops_, d, split_backward=split_backward) for d in range(pp))
-        act = sum(model.act_bytes(op, where) for op in ops_)
-        wgrad = 0.0
-        if split_backward:
-            weighted = [i for i in part_ops[j] if graph.ops[i].param_bytes > 0]
-            wgrad = min(act, sum(in_bytes(i) for i in weighted))
-        params = sum(op.param_bytes for op in ops_)
-        first, last = ops_[0], ops_[-1]
+        first, last = graph.ops[part_ops[j][0]], graph.ops[part_ops[j][-1]]
         stages.append(
-            Stage(
+            stage_from_ops(
+                graph,
+                part_ops[j],
+                model,
                 index=s,
-                name=f"stage{s}[{first.name}..{last.name}]" if len(ops_) > 1 else f"stage{s}[{first.name}]",
-                cost=cost,
                 device=dev,
-                ops=tuple(op.name for op in ops_),
-                act_mem=act,
-                wgrad_mem=wgrad,
-                param_mem=training_state_bytes(params, dtype=dtype, optimizer=optimizer).total,
-                device_costs=device_costs,
+                name=f"stage{s}[{first.name}..{last.name}]"
+                if first is not last
+                else f"stage{s}[{first.name}]",
+                num_devices=pp if hetero else 0,
+                split_backward=split_backward,
+                dtype=dtype,
+                optimizer=optimizer,
             )
         )
 
