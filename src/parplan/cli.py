@@ -249,12 +249,16 @@ def _metrics_table(plans: list[Any], unit: str, mem_unit: str, title: str) -> Ta
         "max span idle",
         "peak mem (max dev)",
         "peak mem dev0",
+        "lower bound",
         "valid",
         title=title,
     )
     for p in plans:
         m = p.metrics
         problems = p.validate()
+        bound = "-"
+        if m.lower_bound is not None:
+            bound = _fmt(m.lower_bound, unit) + (f" ({p.solver.status})" if p.solver else "")
         t.add_row(
             p.name,
             _fmt(m.makespan, unit),
@@ -262,6 +266,7 @@ def _metrics_table(plans: list[Any], unit: str, mem_unit: str, title: str) -> Ta
             _fmt(max(m.span_idle_per_device), unit),
             _fmt(max(m.peak_memory_per_device), mem_unit),
             _fmt(m.peak_memory_per_device[0], mem_unit),
+            bound,
             "yes" if not problems else f"[red]no: {problems[0]}[/]",
         )
     return t
@@ -581,7 +586,7 @@ def check(
             unit, mu = p.problem.time_unit, p.problem.memory_unit
             out.print(
                 f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
-                f"peak memory per device {[_fmt(x, mu) for x in real.peak_memory_per_device]}",
+                f"peak memory per device: {', '.join(_fmt(x, mu) for x in real.peak_memory_per_device)}",
                 highlight=False,
             )
         if errors:
