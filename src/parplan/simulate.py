@@ -476,7 +476,8 @@ def validate(
                 Violation(
                     rule="memory",
                     action=culprit,
-                    message=f"device {spec.index} reaches {peak:g} > memory limit {spec.memory_limit:g}",
+                    message=f"device {spec.index} reaches {_mem(problem, peak)} > memory limit "
+                    f"{_mem(problem, spec.memory_limit)}",
                 )
             )
     # claimed metrics
@@ -516,6 +517,11 @@ def validate(
                 )
             )
     return out
+
+
+def _mem(problem: PipelineProblem, value: float) -> str:
+    """A memory amount in the problem's unit (GiB for bytes)."""
+    return f"{value / 2**30:.2f} GiB" if problem.memory_unit == "bytes" else f"{value:g}"
 
 
 def _first_over_limit(
