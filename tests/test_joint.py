@@ -9,6 +9,7 @@ import pytest
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.joint import (
     StageMode,
+    memory_bound,
     mode_lower_bound,
     plan_modes,
     plan_sequential_modes,
@@ -65,6 +66,8 @@ def _brute_force(problem, modes) -> float:
         except InfeasibleError:
             continue
         assert plan.solver is not None and plan.solver.status == "optimal"
+        # the bounds that order the search never exceed a vector's optimum
+        assert mode_lower_bound(problem, choice, memory_limit=LIMIT) <= plan.metrics.makespan
         best = min(best, plan.metrics.makespan)
     return best
 
@@ -123,6 +126,12 @@ def test_lower_bound_is_stage_load(problem):
     assert mode_lower_bound(problem, [modes[0][1], modes[1][0]]) == 16.0
     # fast modes: stage 1 starts after F0 = 1 and ends with W: 1 + 12 = 13 on device 1
     assert mode_lower_bound(problem, [modes[0][0], modes[1][0]]) == 13.0
+    # ... but under the limit 4 (state 3 + one activation) device 0 holds one micro-batch at a time,
+    # each from F0 to I0: F0 + F1 + I1 + I0 = 4, four of them in sequence: 16 (the optimum is 17)
+    assert memory_bound(problem, [modes[0][0], modes[1][0]], [LIMIT, LIMIT]) == 16.0
+    assert mode_lower_bound(problem, [modes[0][0], modes[1][0]], memory_limit=LIMIT) == 16.0
+    # with room for all four micro-batches the memory adds nothing
+    assert memory_bound(problem, [modes[0][0], modes[1][0]], [7.0, 7.0]) == 0.0
 
 
 def test_unfit_vectors_skipped_and_infeasible_message(problem):
@@ -196,3 +205,13 @@ def test_model_modes_and_joint_plan_on_gpt2():
     for rule in ("alone", "1f1b"):
         seq = sequential_plan(graph, cluster, rule=rule, **kw)
         assert joint.metrics.makespan <= seq.metrics.makespan * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("lean0", [WIN_ALONE, WIN_1F1B])
+def test_joint_equals_brute_force_with_transfers(lean0):
+    """Transfers of 1 between the stages lengthen every activation's life (bounds checked inside)."""
+    problem = synthetic_problem(pp=2, microbatches=4, comm=1)
+    modes = _case(lean0)
+    plan = plan_modes(problem, modes, memory_limit=LIMIT, deterministic=True)
+    assert plan.metrics.makespan == _brute_force(problem, modes)
+    assert plan.source["joint"]["proven"] is True

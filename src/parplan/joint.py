@@ -264,17 +264,67 @@ def _fits_alone(
     return True
 
 
-def mode_lower_bound(problem: PipelineProblem, choice: Sequence[StageMode]) -> float:
+def mode_lower_bound(
+    problem: PipelineProblem, choice: Sequence[StageMode], *, memory_limit: float | None = None
+) -> float:
     """A lower bound on the makespan of any schedule of ``problem`` in modes ``choice``.
 
-    The planner's per-device load and critical-path bounds on a floor-rounded task model, so the
-    bound holds in real time.
+    The larger of the planner's per-device load and critical-path bounds (on a floor-rounded task
+    model, so they hold in real time) and the memory bound of :func:`memory_bound` under the
+    per-device limits (``memory_limit`` overrides the problem's devices).
     """
     from parplan.solve.bounds import lower_bounds
     from parplan.solve.model import pipeline_model
 
     model = pipeline_model(with_modes(problem, choice), round_down=True)
-    return lower_bounds(model).best * model.tick
+    static = lower_bounds(model).best * model.tick
+    return max(static, memory_bound(problem, choice, _limits(problem, memory_limit)))
+
+
+def memory_bound(
+    problem: PipelineProblem, choice: Sequence[StageMode], limits: Sequence[float | None]
+) -> float:
+    """Makespan lower bound from the micro-batches a device's memory lets it keep in flight.
+
+    On a linear pipeline (one stage per device, every micro-batch through every stage), micro-batch
+    ``j`` holds stage ``s``'s ``act_mem`` from the start of its F to the end of its I (B): at least
+    ``life = F_s + I_s + sum over later stages of (F + I) + the transfers both ways``. With
+    ``k = floor((limit - param_mem) / act_mem)`` at most ``k`` of these intervals overlap, so some
+    ``ceil(m / k)`` of them are disjoint (an interval graph of clique size k is k-colourable), and
+    all lie after the head (upstream F and transfers) and before the tail (upstream I and transfers):
+    ``makespan >= head + ceil(m / k) * life + tail``. Returns 0 for other problems or no limits.
+    """
+    if not problem.is_placed or not problem.is_chain:
+        return 0.0
+    everything = set(range(problem.num_stages))
+    if any(set(mb.stages) != everything for mb in problem.microbatches):
+        return 0.0
+    if any(len(problem.stages_on(d)) > 1 for d in range(problem.num_devices)):
+        return 0.0
+    order = problem.topo_order
+    comm = {(e.src, e.dst): e.comm for e in problem.edges}
+    back = "I" if problem.split_backward else "B"
+    links = [comm.get((a, b), 0.0) for a, b in itertools.pairwise(order)]
+    fwd = [choice[s].cost.F for s in order]
+    bwd = [choice[s].cost.of(back) for s in order]
+    m = problem.num_microbatches
+    best = 0.0
+    for pos, s in enumerate(order):
+        dev = problem.stages[s].device
+        limit = limits[dev] if dev is not None else None
+        mode = choice[s]
+        if limit is None or mode.act_mem <= 0:
+            continue
+        k = int((limit - mode.param_mem) / mode.act_mem * (1 + 1e-12))
+        if k < 1:
+            return float("inf")
+        if k >= m:
+            continue  # no extra constraint beyond the load and critical-path bounds
+        life = sum(fwd[pos:]) + sum(bwd[pos:]) + 2 * sum(links[pos:])
+        head = sum(fwd[:pos]) + sum(links[:pos])
+        tail = sum(bwd[:pos]) + sum(links[:pos])
+        best = max(best, head + (-(-m // k)) * life + tail)
+    return best
 
 
 # --------------------------------------------------------------------------- search
@@ -381,7 +431,7 @@ def plan_modes(
             unfit += 1
             continue
         lean = sum(m.param_mem + m.act_mem for m in choice)
-        vectors.append((mode_lower_bound(problem, choice), lean, idx))
+        vectors.append((mode_lower_bound(problem, choice, memory_limit=memory_limit), lean, idx))
     if not vectors:
         lean_d = _leanest_message(problem, modes, limits)
         raise InfeasibleError(
