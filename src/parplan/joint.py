@@ -491,7 +491,8 @@ def plan_modes(
     lows = [best.metrics.makespan]
     for t in tried:
         if t.status == "planned":
-            lows.append(t.plan_bound if t.plan_bound is not None else t.bound)
+            # the planner's bound knows nothing of the memory bound: keep the larger of the two
+            lows.append(max(t.bound, t.plan_bound) if t.plan_bound is not None else t.bound)
         elif t.status == "no-solution":
             lows.append(t.bound)
     if frontier_bound is not None:
