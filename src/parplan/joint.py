@@ -84,8 +84,8 @@ def _op_state_bytes(space: Any, i: int, cfg: Any) -> float:
     """Training-state bytes per device of op ``i`` under configuration ``cfg``.
 
     Mirrors ``parplan.frontier.strategies._op_configs`` (the frontier keeps only the sum of state
-    and activations); :func:`stage_mode_table` checks that the two parts add up to the frontier's
-    memory, so a drift between the two raises instead of silently mis-splitting.
+    and activations; the activation part is the rest). :func:`stage_mode_table` raises when the
+    state exceeds the frontier's memory, and tests check that the rest does not vary with ZeRO.
     """
     from parplan.cost.memory import sharded_state_bytes, training_state_bytes
     from parplan.frontier.strategies import _splits
