@@ -341,3 +341,49 @@ def test_frontier_json_and_plot(tmp_path: Path) -> None:
     mems = [p["memory_bytes"] for p in doc["points"]]
     assert times == sorted(times) and mems == sorted(mems, reverse=True)  # a Pareto frontier
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_show_json_and_csv_export(tmp_path: Path) -> None:
+    _run(
+        "compare",
+        "--pp",
+        "2",
+        "--microbatches",
+        "4",
+        "--costs",
+        "F=1,I=1,W=1",
+        "--schedules",
+        "zb-h1",
+        "-o",
+        str(tmp_path),
+    )
+    doc = _json("show", str(tmp_path / "zb-h1.json"), "--csv", str(tmp_path / "p.csv"))
+    assert doc["orders"][0][:2] == ["0F0", "0F1"] and doc["metrics"]["makespan"] > 0
+    rows = (tmp_path / "p.csv").read_text().strip().splitlines()
+    assert len(rows) == 2 and rows[0].split(",")[0] == "0F0"
+
+
+def test_plan_then_run_on_gloo_matches_single_process_gradients(tmp_path: Path) -> None:
+    # The runtime acceptance command: two real processes on gloo, gradients as a single process.
+    plan = tmp_path / "p.json"
+    _run(
+        "plan",
+        "--model",
+        "gpt-tiny",
+        "--cluster",
+        "local",
+        "--pp",
+        "2",
+        "--microbatches",
+        "4",
+        "--seq-len",
+        "32",
+        "--time-limit",
+        "5",
+        "-o",
+        str(plan),
+    )
+    doc = _json("run", str(plan), "--steps", "1")
+    assert doc["max_grad_abs_err"] < 1e-4
+    assert abs(doc["loss"] - doc["ref_loss"]) < 1e-5
+    assert doc["measured_step_s"] > 0 and doc["predicted_step_s"] > 0

@@ -458,6 +458,10 @@ def plan(
     backend: Annotated[str, typer.Option(help="cpsat | highs | gurobi.")] = "cpsat",
     workers: Annotated[int, typer.Option(help="Solver threads.")] = 2,
     fused: Annotated[bool, typer.Option("--fused", help="Allow DualPipe-style fused F&B tasks.")] = False,
+    contiguous: Annotated[
+        bool,
+        typer.Option("--contiguous", help="With --placement free: stages of a chain on devices in order."),
+    ] = False,
     deterministic: Annotated[
         bool, typer.Option(help="One worker, fixed seed: reproducible answers.")
     ] = False,
@@ -507,6 +511,7 @@ def plan(
             workers=workers,
             deterministic=deterministic,
             fused=fused,
+            contiguous=contiguous,
             progress=_progress(json_),
         )
         if output is not None:
@@ -604,6 +609,7 @@ def show(
     csv: Annotated[
         Path | None, typer.Option(help="Write torch.distributed.pipelining's compute-only CSV.")
     ] = None,
+    json_: JsonOpt = False,
 ) -> None:
     """Print a plan's per-device orders and write its pictures and exports."""
 
@@ -617,6 +623,16 @@ def show(
 
             written.append(write_pipelining_csv(p, csv))
         m = p.metrics
+        if json_:
+            _emit_json(
+                {
+                    "name": p.name,
+                    "metrics": m.to_json(),
+                    "orders": [[str(a) for a in order] for order in p.schedule.orders],
+                    "written": [str(w) for w in written],
+                }
+            )
+            return
         out.print(
             f"{p.name or plan_file}: makespan {_fmt(m.makespan, p.problem.time_unit)}, "
             f"bubble {m.bubble_ratio:.2%}, {p.problem.num_devices} devices, {len(p.timed)} actions",
