@@ -97,6 +97,7 @@ def test_joint_beats_sequential_alone(problem):
     assert (joint.metrics.makespan, seq.metrics.makespan) == (16.0, 17.0)
     assert joint.source["joint"]["choice"] == [1, 0]
     assert seq.validate() == []
+    assert seq.metrics.lower_bound == 17.0  # the planner closed it: no schedule of its modes does better
 
 
 def test_joint_beats_sequential_1f1b(problem):

@@ -607,7 +607,11 @@ def plan_sequential_modes(
         "choice": [m.index for m in choice],
         "time_s": time.perf_counter() - t0,
     }
-    return _annotate(plan, choice, how, None)
+    # the memory bound often exceeds the planner's own under tight limits
+    lower = mode_lower_bound(problem, choice, memory_limit=memory_limit)
+    if plan.metrics.lower_bound is not None:
+        lower = max(lower, plan.metrics.lower_bound)
+    return _annotate(plan, choice, how, lower)
 
 
 # --------------------------------------------------------------------------- from a model
