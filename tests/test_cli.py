@@ -387,3 +387,33 @@ def test_plan_then_run_on_gloo_matches_single_process_gradients(tmp_path: Path) 
     assert doc["max_grad_abs_err"] < 1e-4
     assert abs(doc["loss"] - doc["ref_loss"]) < 1e-5
     assert doc["measured_step_s"] > 0 and doc["predicted_step_s"] > 0
+
+
+def test_plan_chooses_stage_strategies_with_the_schedule() -> None:
+    # 30 GB per device: the fastest strategy (DP4+ZeRO-1) on both stages leaves room for too few
+    # activations in flight; the joint plan mixes strategies across stages.
+    doc = _json(
+        "plan",
+        "--model",
+        "llama-7b",
+        "--cluster",
+        "8xh100",
+        "--pp",
+        "2",
+        "--devices-per-stage",
+        "4",
+        "--microbatches",
+        "8",
+        "--microbatch-size",
+        "4",
+        "--seq-len",
+        "2048",
+        "--memory-limit",
+        "30GB",
+        "--time-limit",
+        "30",
+        "--deterministic",
+    )
+    assert len(doc["stage_strategies"]) == 2
+    assert max(doc["peak_memory_per_device"]) <= 30e9
+    assert doc["lower_bound"] <= doc["makespan"]

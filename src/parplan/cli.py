@@ -462,6 +462,13 @@ def plan(
         bool,
         typer.Option("--contiguous", help="With --placement free: stages of a chain on devices in order."),
     ] = False,
+    devices_per_stage: Annotated[
+        int | None,
+        typer.Option(
+            help="With --model: spread every stage over K devices and choose each stage's intra-operator "
+            "strategy (data / tensor / ZeRO / recompute, from the frontier) together with the schedule."
+        ),
+    ] = None,
     deterministic: Annotated[
         bool, typer.Option(help="One worker, fixed seed: reproducible answers.")
     ] = False,
@@ -496,24 +503,32 @@ def plan(
 
         kw = _problem_kwargs(locals_)
         kw["memory_limit"] = None  # applied by the planner so the message can name the limit
-        problem = build_problem(_spec(**kw))
-        if not json_:
-            err.print(
-                f"planning {problem.name}: {problem.num_stages} stages, {problem.num_microbatches} micro-batches, {problem.num_devices} devices",
-                highlight=False,
+        spec = _spec(**kw)
+        if devices_per_stage is not None:
+            result = _joint(
+                spec, devices_per_stage, _mem(memory_limit), time_limit, workers, deterministic, json_
             )
-        result = plan_problem(
-            problem,
-            objective=objective,
-            memory_limit=_mem(memory_limit),
-            time_limit_s=time_limit,
-            backend=backend,
-            workers=workers,
-            deterministic=deterministic,
-            fused=fused,
-            contiguous=contiguous,
-            progress=_progress(json_),
-        )
+        else:
+            problem = build_problem(spec)
+            if not json_:
+                err.print(
+                    f"planning {problem.name}: {problem.num_stages} stages, "
+                    f"{problem.num_microbatches} micro-batches, {problem.num_devices} devices",
+                    highlight=False,
+                )
+            result = plan_problem(
+                problem,
+                objective=objective,
+                memory_limit=_mem(memory_limit),
+                time_limit_s=time_limit,
+                backend=backend,
+                workers=workers,
+                deterministic=deterministic,
+                fused=fused,
+                contiguous=contiguous,
+                progress=_progress(json_),
+            )
+        problem = result.problem
         if output is not None:
             result.write(output)
         _write_pictures(result, gantt, trace)
@@ -531,6 +546,9 @@ def plan(
             "backend": info.backend if info else backend,
             "baseline": baseline,
         }
+        stage_modes = (result.intra_op or {}).get("stages") or []
+        if stage_modes:
+            doc["stage_strategies"] = [mode.get("family") for mode in stage_modes]
         if json_:
             _emit_json(doc)
             return
@@ -545,6 +563,8 @@ def plan(
         if isinstance(baseline, dict):
             t.add_row(f"baseline ({baseline.get('name')})", _fmt(baseline.get("makespan"), unit))  # type: ignore[arg-type]
         t.add_row("solve time", f"{doc['solve_time_s']:.2f} s ({doc['backend']})")
+        for mode in stage_modes:
+            t.add_row(f"stage {mode.get('stage')} strategy", str(mode.get("family")))
         out.print(t)
         for path in (output, gantt, trace):
             if path is not None:
@@ -552,6 +572,43 @@ def plan(
 
     locals_ = locals()
     _run(body)
+
+
+def _joint(  # type: ignore[no-untyped-def]
+    spec: ProblemSpec, devices_per_stage: int, memory_limit, time_limit, workers, deterministic, quiet
+):
+    """``plan --devices-per-stage``: stage strategies from the frontier, chosen with the schedule."""
+    from parplan.cluster_io import load_cluster
+    from parplan.graph.zoo import resolve_model
+    from parplan.joint import joint_plan
+
+    if spec.kind != "model" or spec.pp is None or spec.microbatches is None or spec.cluster is None:
+        raise InvalidInputError(
+            "--devices-per-stage: needs a model problem: --model NAME --cluster NAME --pp P --microbatches M"
+        )
+    if spec.placement not in (None, "linear"):
+        raise InvalidInputError("--devices-per-stage: works with --placement linear only")
+    options = {k: getattr(spec, k) for k in ("microbatch_size", "seq_len", "num_layers", "dtype")}
+    graph = resolve_model(spec.model or "", **{k: v for k, v in options.items() if v is not None})
+    cluster = load_cluster(spec.cluster)
+    if not quiet:
+        err.print(
+            f"planning {graph.name}: {spec.pp} stages x {devices_per_stage} devices, {spec.microbatches} "
+            "micro-batches, stage strategies and schedule together",
+            highlight=False,
+        )
+    return joint_plan(
+        graph,
+        cluster,
+        pp=spec.pp,
+        devices_per_stage=devices_per_stage,
+        microbatches=spec.microbatches,
+        memory_limit=memory_limit,
+        time_limit_s=time_limit,
+        dtype=spec.dtype or "bf16",
+        workers=workers,
+        deterministic=deterministic,
+    )
 
 
 # ----------------------------------------------------------------------------- check / show
