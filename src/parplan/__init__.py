@@ -9,6 +9,7 @@ The public API, by stage of the data flow (DESIGN.md)::
     problem  synthetic_problem, graph_problem (merging heuristic), PipelineProblem
     schedule build_schedule, applicable_schedules, SCHEDULES
     solve    plan_problem (MIP planner; imports OR-Tools on first use)
+    joint    joint_plan (stage strategies from the frontier chosen with the schedule)
     frontier parplan.frontier.frontier, fewest_devices, Frontier (Pareto strategies)
     simulate simulate, validate, compute_metrics; Plan, read_plan
 
@@ -58,6 +59,10 @@ def __getattr__(name: str) -> Any:
         from parplan.solve.api import plan_problem
 
         return plan_problem
+    if name == "joint_plan":
+        from parplan.joint import joint_plan
+
+        return joint_plan
     raise AttributeError(f"module 'parplan' has no attribute {name!r}")
 
 
@@ -84,6 +89,7 @@ __all__ = [
     "compute_metrics",
     "fewest_devices",
     "graph_problem",
+    "joint_plan",
     "list_clusters",
     "list_models",
     "load_cluster",
