@@ -17,6 +17,8 @@ setup: $(VENV)/.stamp
 
 lint: setup
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src
+	$(BIN)/mypy src
 
 test: setup lint
 	$(BIN)/pytest -q -m "not slow"

@@ -810,9 +810,9 @@ def frontier(
             )
             f, chosen = choice.frontier, choice.point
             if not json_:
-                for k, g, t in choice.tried:
+                for k, g, best_s in choice.tried:
                     err.print(
-                        f"  {k} devices: fastest {_fmt(t, 's')}" + (f" (grid {g})" if g else ""),
+                        f"  {k} devices: fastest {_fmt(best_s, 's')}" + (f" (grid {g})" if g else ""),
                         highlight=False,
                     )
         else:
