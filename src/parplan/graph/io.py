@@ -20,21 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from parplan.errors import InvalidInputError
-from parplan.graph.ops import OP_KINDS, Edge, Op, OpGraph
+from parplan.graph.ops import NUMERIC_FIELDS, OP_KINDS, Edge, Op, OpGraph
 
 FORMAT = "parplan.graph/1"
 
-_NUMERIC = (
-    "fwd_flops",
-    "bwd_input_flops",
-    "bwd_weight_flops",
-    "fwd_bytes",
-    "bwd_input_bytes",
-    "bwd_weight_bytes",
-    "param_bytes",
-    "act_bytes",
-    "out_bytes",
-)
+_NUMERIC = NUMERIC_FIELDS
 _OP_KEYS = ("name", "kind", *_NUMERIC, "layer", "attrs")
 
 

@@ -33,6 +33,20 @@ OP_KINDS = (
 )
 
 
+#: The non-negative numeric fields of an Op (costs and sizes), in file order.
+NUMERIC_FIELDS = (
+    "fwd_flops",
+    "bwd_input_flops",
+    "bwd_weight_flops",
+    "fwd_bytes",
+    "bwd_input_bytes",
+    "bwd_weight_bytes",
+    "param_bytes",
+    "act_bytes",
+    "out_bytes",
+)
+
+
 def _nonneg(where: str, value: float) -> None:
     if not value >= 0:
         raise InvalidInputError(f"{where}: must be >= 0, got {value}")
@@ -91,17 +105,7 @@ class Op:
             raise InvalidInputError(
                 f"op {self.name!r}.kind: unknown {self.kind!r}; use one of {', '.join(OP_KINDS)}"
             )
-        for f in (
-            "fwd_flops",
-            "bwd_input_flops",
-            "bwd_weight_flops",
-            "fwd_bytes",
-            "bwd_input_bytes",
-            "bwd_weight_bytes",
-            "param_bytes",
-            "act_bytes",
-            "out_bytes",
-        ):
+        for f in NUMERIC_FIELDS:
             _nonneg(f"op {self.name!r}.{f}", getattr(self, f))
 
     @property
@@ -118,17 +122,7 @@ class Op:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
-        for f in (
-            "fwd_flops",
-            "bwd_input_flops",
-            "bwd_weight_flops",
-            "fwd_bytes",
-            "bwd_input_bytes",
-            "bwd_weight_bytes",
-            "param_bytes",
-            "act_bytes",
-            "out_bytes",
-        ):
+        for f in NUMERIC_FIELDS:
             out[f] = getattr(self, f)
         out["layer"] = self.layer
         out["attrs"] = dict(self.attrs)

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from parplan.errors import InternalError, SolverUnavailableError
-from parplan.solve.backend import BackendOptions, BackendResult, Progress
-from parplan.solve.milp import MilpFormulation
-from parplan.solve.model import Assignment, TaskModel, check_assignment
+from parplan.solve.backend import BackendResult, Progress
+from parplan.solve.milp import MilpBackendBase
+from parplan.solve.model import check_assignment
 
 #: Integer objective: a gap below one unit proves optimality (see ``parplan.solve.highs``).
 ABS_GAP = 1.0 - 1e-6
@@ -37,21 +37,10 @@ def import_gurobipy() -> Any:
     return gurobipy
 
 
-class GurobiBackend:
+class GurobiBackend(MilpBackendBase):
     """gurobipy solving the MILP formulation of a ``TaskModel`` (see module docstring)."""
 
     name = "gurobi"
-
-    def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
-        self.m = model
-        self.opt = options or BackendOptions()
-        self.form = MilpFormulation(model, self.opt)
-        self._hint: Assignment | None = None
-
-    def add_hint(self, sol: Assignment) -> None:
-        """Warm start from ``sol`` (the first hint wins, as in the CP-SAT backend)."""
-        if self._hint is None:
-            self._hint = sol
 
     def _unavailable(self, exc: Exception) -> SolverUnavailableError:
         cols, rows = len(self.form.columns), len(self.form.rows)

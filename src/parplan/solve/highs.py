@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from parplan.errors import InternalError, SolverUnavailableError
-from parplan.solve.backend import BackendOptions, BackendResult, Progress
-from parplan.solve.milp import MilpFormulation
-from parplan.solve.model import Assignment, TaskModel, check_assignment
+from parplan.solve.backend import BackendResult, Progress
+from parplan.solve.milp import MilpBackendBase
+from parplan.solve.model import check_assignment
 
 #: Objective values are integers (ticks, quanta, or their integer-weighted sum): a gap below one
 #: unit proves optimality, so HiGHS may stop there instead of closing the last fraction.
@@ -34,21 +34,10 @@ _TAG = "@parplan-highs "
 _GRACE_S = 60.0
 
 
-class HighsBackend:
+class HighsBackend(MilpBackendBase):
     """HiGHS (highspy) solving the MILP formulation of a ``TaskModel`` (see module docstring)."""
 
     name = "highs"
-
-    def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
-        self.m = model
-        self.opt = options or BackendOptions()
-        self.form = MilpFormulation(model, self.opt)
-        self._hint: Assignment | None = None
-
-    def add_hint(self, sol: Assignment) -> None:
-        """Warm start from ``sol`` (the first hint wins, as in the CP-SAT backend)."""
-        if self._hint is None:
-            self._hint = sol
 
     def payload(self, *, time_limit_s: float, threads: int) -> dict[str, Any]:
         """The formulation as row-wise arrays plus solver options (what the child process reads)."""

@@ -641,3 +641,20 @@ def _topo(n: int, succ: Sequence[Iterable[int]]) -> list[int]:
     if len(order) != n:
         raise InvalidInputError("task model: the precedence arcs and micro-batch chains form a cycle")
     return order
+
+
+class MilpBackendBase:
+    """What the MILP backends share: the formulation built once, and the first warm-start hint."""
+
+    name = "milp"
+
+    def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
+        self.m = model
+        self.opt = options or BackendOptions()
+        self.form = MilpFormulation(model, self.opt)
+        self._hint: Assignment | None = None
+
+    def add_hint(self, sol: Assignment) -> None:
+        """Warm start from ``sol`` (the first hint wins, as in the CP-SAT backend)."""
+        if self._hint is None:
+            self._hint = sol
