@@ -18,6 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from parplan.numeric import within_limit
+
 console = Console()
 
 
@@ -63,7 +65,7 @@ def _pipeline_case(  # type: ignore[no-untyped-def]
     _row(table, f"parplan (memory <= {ref.name})", planned.metrics, problem.time_unit, problem.memory_unit)
     _pictures(planned, out, f"{stem}-parplan")
     console.print(table)
-    same_memory = [p for p in plans.values() if max(p.metrics.peak_memory_per_device) <= limit * (1 + 1e-9)]
+    same_memory = [p for p in plans.values() if within_limit(max(p.metrics.peak_memory_per_device), limit)]
     best = min(same_memory, key=lambda p: p.metrics.makespan)
     status = planned.solver.status if planned.solver else "heuristic"
     console.print(

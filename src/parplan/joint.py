@@ -25,6 +25,7 @@ from typing import Any
 from parplan.cluster import Cluster
 from parplan.errors import InfeasibleError, InternalError, InvalidInputError, NoSolutionError
 from parplan.graph.ops import OpGraph
+from parplan.numeric import TOL, leq, within_limit
 from parplan.plan import Plan
 from parplan.problem import PassTimes, PipelineProblem, Stage
 
@@ -259,7 +260,7 @@ def _fits_alone(
         if limit is None:
             continue
         mine = [choice[s] for s in problem.stages_on(d)]
-        if mine and sum(m.param_mem for m in mine) + max(m.act_mem for m in mine) > limit * (1 + 1e-12):
+        if mine and not leq(sum(m.param_mem for m in mine) + max(m.act_mem for m in mine), limit):
             return False
     return True
 
@@ -315,7 +316,7 @@ def memory_bound(
         mode = choice[s]
         if limit is None or mode.act_mem <= 0:
             continue
-        k = int((limit - mode.param_mem) / mode.act_mem * (1 + 1e-12))
+        k = int((limit - mode.param_mem) / mode.act_mem * (1 + TOL))
         if k < 1:
             return float("inf")
         if k >= m:
@@ -445,7 +446,7 @@ def plan_modes(
     frontier_bound: float | None = None  # bound of the first vector not scheduled
     timed_out = False
     for bound, _, idx in vectors:
-        if best is not None and bound >= best.metrics.makespan * (1 - 1e-12):
+        if best is not None and leq(best.metrics.makespan, bound):
             frontier_bound = bound
             break
         left = time_limit_s - (time.perf_counter() - t0)
@@ -508,7 +509,7 @@ def plan_modes(
         "pruned": len(vectors) - len(tried),
         "timed_out": timed_out,
         # every vector is either closed at or above the best makespan, or provably infeasible
-        "proven": lower >= best.metrics.makespan * (1 - 1e-12),
+        "proven": leq(best.metrics.makespan, lower),
         "choice": list(best_idx),
         "time_s": time.perf_counter() - t0,
         "tried": [
@@ -564,7 +565,7 @@ def sequential_modes(
         dev = problem.stages[s].device
         limit = limits[dev] if dev is not None else min((x for x in limits if x is not None), default=None)
         k = 1 if rule == "alone" else min(m_count, problem.num_stages - s)
-        fits = [m for m in ms if limit is None or m.param_mem + k * m.act_mem <= limit * (1 + 1e-12)]
+        fits = [m for m in ms if within_limit(m.param_mem + k * m.act_mem, limit)]
         if not fits:
             lean = min(ms, key=lambda m: m.param_mem + k * m.act_mem)
             raise InfeasibleError(

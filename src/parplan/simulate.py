@@ -14,11 +14,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from parplan.errors import InvalidInputError
+from parplan.numeric import TOL, close, leq, lt
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
 
-#: Relative tolerance used when comparing times and memory.
-EPS = 1e-9
+#: Relative tolerance used when comparing times and memory (the project's one tolerance).
+EPS = TOL
 
 
 class DeadlockError(InvalidInputError):
@@ -351,7 +352,7 @@ class Violation:
 
 
 def _close(a: float, b: float, scale: float = 1.0) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b), scale)
+    return close(a, b, scale)
 
 
 def _completeness_errors(problem: PipelineProblem, actions: Sequence[tuple[int, Action]]) -> list[str]:
@@ -443,7 +444,7 @@ def validate(
                 continue  # reported as incomplete
             end, dev = ends[key]
             ready = end + (comm if dev != t.device else 0.0)
-            if t.start < ready - 1e-6 * max(1.0, scale):
+            if lt(t.start, ready, scale):
                 out.append(
                     Violation(
                         rule="precedence",
@@ -459,7 +460,7 @@ def validate(
     for d, items in by_device.items():
         items.sort(key=lambda t: (t.start, t.end))
         for a, b in itertools.pairwise(items):
-            if b.start < a.end - 1e-6 * max(1.0, scale):
+            if lt(b.start, a.end, scale):
                 out.append(
                     Violation(
                         rule="overlap",
@@ -470,7 +471,7 @@ def validate(
     # memory
     peaks = peak_memory(problem, timed)
     for spec, peak in zip(problem.devices, peaks):
-        if spec.memory_limit is not None and peak > spec.memory_limit * (1 + 1e-9) + 1e-9:
+        if spec.memory_limit is not None and not leq(peak, spec.memory_limit):
             culprit = _first_over_limit(problem, timed, spec.index, spec.memory_limit)
             out.append(
                 Violation(
@@ -508,7 +509,7 @@ def validate(
                         message=f"claims peak memory {c:g} on device {d}, is {r:g}",
                     )
                 )
-        if claimed.lower_bound is not None and claimed.lower_bound > real.makespan * (1 + 1e-6) + 1e-9:
+        if claimed.lower_bound is not None and not leq(claimed.lower_bound, real.makespan, scale):
             out.append(
                 Violation(
                     rule="metrics",
@@ -534,6 +535,6 @@ def _first_over_limit(
     evs = memory_events(problem, timed)[device]
     for _, delta, name in sorted(evs, key=lambda e: (e[0], e[1])):
         level += delta
-        if level > limit * (1 + 1e-9) + 1e-9:
+        if not leq(level, limit):
             return name
     return f"device {device}"

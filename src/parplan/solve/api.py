@@ -19,6 +19,7 @@ from parplan.errors import (
     InvalidInputError,
     NoSolutionError,
 )
+from parplan.numeric import lt
 from parplan.plan import Plan, SolverInfo
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
@@ -507,7 +508,7 @@ def _model_covers_fusion(problem: PipelineProblem, fused: bool) -> bool:
         devices = [st.device] if st.device is not None else range(problem.num_devices)
         for d in devices:
             c = st.cost_on(d)
-            if c.FB is not None and c.FB < c.F + c.B - 1e-12:
+            if c.FB is not None and lt(c.FB, c.F + c.B):
                 gains = True
     return not gains or (fused and not problem.split_backward)
 

@@ -17,6 +17,7 @@ from fractions import Fraction
 from functools import cached_property
 
 from parplan.errors import InvalidInputError
+from parplan.numeric import TOL
 from parplan.problem import PipelineProblem
 
 #: Durations above this many ticks switch from an exact tick to a rounded one.
@@ -55,7 +56,7 @@ def to_ticks(value: float, tick: float) -> int:
     """Ceil of ``value / tick``, forgiving float noise (3.0000000001 ticks is 3)."""
     x = value / tick
     r = round(x)
-    if abs(x - r) <= 1e-9 * max(1.0, abs(x)):
+    if abs(x - r) <= TOL * max(1.0, abs(x)):
         return int(r)
     return math.ceil(x)
 
@@ -69,7 +70,7 @@ def to_quanta_floor(value: float, quantum: float) -> int:
     """Floor of ``value / quantum``, forgiving float noise (used for limits: never more lenient)."""
     x = value / quantum
     r = round(x)
-    if abs(x - r) <= 1e-9 * max(1.0, abs(x)):
+    if abs(x - r) <= TOL * max(1.0, abs(x)):
         return int(r)
     return math.floor(x)
 
@@ -453,8 +454,10 @@ def pipeline_model(
             if problem.split_backward:
                 w = key_index[(s, "W", j)]
                 arcs.append(Arc(src=back, dst=w))
-                keep = to_ticks(st.act_mem - st.wgrad_mem, quantum)
+                # the two parts sum to the rounded activation, so k activations at a limit of k
+                # stay within it; each part still rounds up what it holds alone (W's residual)
                 wg = to_ticks(st.wgrad_mem, quantum)
+                keep = max(0, to_ticks(st.act_mem, quantum) - wg)
                 if keep:
                     lifetimes.append(Lifetime(first=f, last=back, demand=keep))
                 if wg:
