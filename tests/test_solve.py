@@ -464,3 +464,30 @@ def test_one_device_relaxation_lifts_the_bound_to_the_optimum() -> None:
     plan = solve(limited)
     assert plan.metrics.makespan == 69
     assert plan.metrics.lower_bound == 69
+
+
+def test_span_objective_ignores_the_start_offset() -> None:
+    # p = 4, m = 8, unit costs, memory 2p: ZB-H2's room. Each device's span is at least its load
+    # m(F+I+W) = 24 and schedules reach it (no span idle), while the makespan adds device 3's
+    # start offset (p-1)F = 3: 27. The makespan objective keeps device 0 busy from 0 to 27 instead.
+    from parplan.solve.api import plan_measures
+
+    problem = synthetic_problem(pp=4, microbatches=8, costs="F=1,I=1,W=1", memory_limit=8)
+    span = plan_problem(problem, objective="span", time_limit_s=10, deterministic=True)
+    assert span.solver is not None and span.solver.status == "optimal"
+    assert plan_measures(span)["span"] == 24 and span.solver.objective == 24
+    assert plan_measures(span)["utilization"] == 1.0
+    ms = plan_problem(problem, objective="makespan,span", time_limit_s=10, deterministic=True)
+    assert ms.metrics.makespan == 27
+    assert plan_measures(ms)["span"] <= 27
+
+
+def test_objective_names_are_checked() -> None:
+    problem = synthetic_problem(pp=2, microbatches=2, costs="F=1,I=1,W=1")
+    for bad in ("speed", "span,span", "makespan,", ""):
+        with pytest.raises(InvalidInputError, match="objective"):
+            plan_problem(problem, objective=bad, time_limit_s=1)
+    with pytest.raises(InvalidInputError, match="cpsat only"):
+        plan_problem(problem, objective="span", backend="highs", time_limit_s=1)
+    with pytest.raises(InvalidInputError, match="time limit"):
+        plan_problem(problem, time_limit_s=0)

@@ -448,7 +448,12 @@ def _progress(quiet: bool) -> Callable[..., None] | None:
 @app.command()
 def plan(
     objective: Annotated[
-        str, typer.Option(help="makespan | memory | makespan,memory | memory,makespan.")
+        str,
+        typer.Option(
+            help="makespan | memory | span (longest device span, the Zero Bubble paper's cost) | "
+            "utilization (busy / span), alone or comma-separated (lexicographic, e.g. span,makespan) "
+            "| weighted."
+        ),
     ] = "makespan",
     memory_limit: Annotated[
         str | None,
@@ -499,7 +504,7 @@ def plan(
     """Solve a PROBLEM with the planner (MIP); never worse than the best applicable expert schedule."""
 
     def body() -> None:
-        from parplan.solve.api import plan_problem
+        from parplan.solve.api import plan_measures, plan_problem
 
         kw = _problem_kwargs(locals_)
         kw["memory_limit"] = None  # applied by the planner so the message can name the limit
@@ -535,6 +540,7 @@ def plan(
         m = result.metrics
         info = result.solver
         baseline = result.source.get("baseline") if isinstance(result.source, dict) else None
+        measures = plan_measures(result)
         doc = {
             "status": info.status if info else "heuristic",
             "makespan": m.makespan,
@@ -545,6 +551,11 @@ def plan(
             "solve_time_s": info.time_s if info else 0.0,
             "backend": info.backend if info else backend,
             "baseline": baseline,
+            "objective": objective,
+            "objective_value": info.objective if info else None,
+            "objective_bound": info.bound if info else None,
+            "longest_span": measures["span"],
+            "utilization": measures["utilization"],
         }
         stage_modes = (result.intra_op or {}).get("stages") or []
         if stage_modes:
@@ -559,6 +570,11 @@ def plan(
         t.add_row("lower bound", _fmt(m.lower_bound, unit))
         t.add_row("gap", "-" if m.gap is None else f"{m.gap:.2%}")
         t.add_row("bubble ratio", f"{m.bubble_ratio:.2%}")
+        t.add_row("longest device span", _fmt(measures["span"], unit))
+        t.add_row("utilization (busy / span)", f"{measures['utilization']:.2%}")
+        if info is not None and objective not in ("makespan",):
+            bound = "" if info.bound is None else f" (bound {info.bound:.6g})"
+            t.add_row(f"objective {objective}", f"{info.objective:.6g}{bound}")
         t.add_row("peak memory (max device)", _fmt(max(m.peak_memory_per_device), mu))
         if isinstance(baseline, dict):
             t.add_row(f"baseline ({baseline.get('name')})", _fmt(baseline.get("makespan"), unit))  # type: ignore[arg-type]

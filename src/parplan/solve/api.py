@@ -9,6 +9,7 @@ re-time them with ``parplan.simulate`` and validate; never return anything worse
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
 from parplan.simulate import TimedAction, compute_metrics, validate
 from parplan.solve.backend import BackendOptions, BackendResult, Progress, make_backend
-from parplan.solve.bounds import lower_bounds
+from parplan.solve.bounds import Bounds, lower_bounds
 from parplan.solve.heuristics import best_heuristic
 from parplan.solve.model import (
     Assignment,
@@ -37,12 +38,19 @@ from parplan.solve.model import (
     retime,
 )
 
-#: Objective names accepted by ``plan_problem``; "a,b" is lexicographic (a first, then b).
-OBJECTIVES = ("makespan", "memory", "makespan,memory", "memory,makespan", "weighted")
+#: Measures ``plan_problem`` can minimize; "a,b" is lexicographic (a first, then b held at its best).
+MEASURES = ("makespan", "memory", "span", "utilization")
+#: Objective names accepted by ``plan_problem``: a measure, two or three of them joined by commas
+#: (lexicographic), or ``weighted`` (makespan + memory_weight * peak).
+OBJECTIVES = (*MEASURES, "makespan,memory", "memory,makespan", "span,makespan", "span,memory", "weighted")
 #: Backend names (``parplan.solve.backend.make_backend`` builds them).
-#: Share of the time limit spent on one-device relaxation bounds before the main solve.
-RELAXATION_SHARE = 0.4
 BACKENDS = ("cpsat", "highs", "gurobi")
+#: Share of the time limit the warm starts (expert schedules, list heuristics) may use at most.
+WARM_SHARE = 0.15
+#: Share of what is left that one-device relaxation bounds may use before the main solve.
+RELAXATION_SHARE = 0.25
+#: Time kept for certifying the answer (re-timing, validation, rounded bounds), seconds per task.
+CERTIFY_S_PER_TASK = 4e-5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,11 +62,29 @@ class WarmStart:
     plan: Plan
 
 
-def _check_names(objective: str, backend: str) -> None:
-    if objective not in OBJECTIVES:
-        raise InvalidInputError(f"objective {objective!r}: unknown; choose one of {', '.join(OBJECTIVES)}")
+def parse_objective(objective: str) -> tuple[str, ...]:
+    """The phases of ``objective`` (``("weighted",)`` or one to three distinct measures)."""
+    if objective == "weighted":
+        return ("weighted",)
+    phases = tuple(p.strip() for p in objective.split(","))
+    bad = [p for p in phases if p not in MEASURES]
+    if bad or not phases or len(set(phases)) != len(phases) or len(phases) > 3:
+        raise InvalidInputError(
+            f"objective {objective!r}: use one of {', '.join(MEASURES)}, up to three of them "
+            "comma-separated without repeats (lexicographic, e.g. span,makespan), or weighted"
+        )
+    return phases
+
+
+def _check_names(objective: str, backend: str) -> tuple[str, ...]:
     if backend not in BACKENDS:
         raise InvalidInputError(f"backend {backend!r}: unknown; choose one of {', '.join(BACKENDS)}")
+    phases = parse_objective(objective)
+    if backend != "cpsat" and {"span", "utilization"} & set(phases):
+        raise InvalidInputError(
+            f"objective {objective!r}: span and utilization are modelled by --backend cpsat only"
+        )
+    return phases
 
 
 # ---------------------------------------------------------------------------- conversions
@@ -186,8 +212,14 @@ def assignment_plan(problem: PipelineProblem, model: TaskModel, sol: Assignment,
 # ---------------------------------------------------------------------------- warm starts
 
 
-def warm_starts(problem: PipelineProblem, model: TaskModel) -> list[WarmStart]:
-    """Every valid warm start: applicable expert schedules and the heuristic, each validated."""
+def warm_starts(
+    problem: PipelineProblem, model: TaskModel, *, deadline: float | None = None
+) -> list[WarmStart]:
+    """Every valid warm start: applicable expert schedules and the heuristic, each validated.
+
+    With a ``deadline`` (a ``time.perf_counter()`` value) the collection stops there; the list
+    heuristic always gets one run when no expert schedule applies, so the planner has an answer.
+    """
     out: list[WarmStart] = []
     try:
         from parplan.schedule.expert import applicable_schedules, build_schedule
@@ -196,6 +228,8 @@ def warm_starts(problem: PipelineProblem, model: TaskModel) -> list[WarmStart]:
     else:
         applicable = [name for name, reason in applicable_schedules(problem) if reason is None]
     for name in applicable:
+        if deadline is not None and time.perf_counter() > deadline and out:
+            break
         try:
             schedule = build_schedule(name, problem)
             plan = Plan.from_schedule(problem, schedule)
@@ -207,7 +241,9 @@ def warm_starts(problem: PipelineProblem, model: TaskModel) -> list[WarmStart]:
         if sol is None or check_assignment(model, sol):
             continue
         out.append(WarmStart(name=name, assignment=sol, plan=plan))
-    best = best_heuristic(model)
+    if deadline is not None and time.perf_counter() > deadline and out:
+        return out
+    best = _best_heuristic(model, deadline)
     if best is not None:
         rule, sol = best
         plan = assignment_plan(problem, model, sol, f"list-{rule}")
@@ -216,11 +252,48 @@ def warm_starts(problem: PipelineProblem, model: TaskModel) -> list[WarmStart]:
     return out
 
 
+def _best_heuristic(model: TaskModel, deadline: float | None) -> tuple[str, Assignment] | None:
+    return best_heuristic(model)
+
+
 def _peak(model: TaskModel, sol: Assignment) -> int:
     return max(peak_level(model, sol, d) for d in range(model.num_devices))
 
 
 # ---------------------------------------------------------------------------- entry point
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Setup:
+    """What every phase reads: the problem (limits applied), its task model, the objective phases,
+    the backend options and the clock."""
+
+    problem: PipelineProblem
+    model: TaskModel
+    phases: tuple[str, ...]
+    backend: str
+    workers: int
+    deterministic: bool
+    fused: bool
+    contiguous: bool
+    memory_weight: float
+    t0: float
+    deadline: float
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Solved:
+    """The solve phase's answer: the best assignment, whether every phase was proven, the solver's
+    bound on the first phase (ticks or quanta), and the last backend status."""
+
+    sol: Assignment
+    proven: bool
+    solver_bound: int | None
+    status: str
+    relaxed: int
 
 
 def plan_problem(
@@ -240,21 +313,27 @@ def plan_problem(
 ) -> Plan:
     """Plan a pipeline problem: placement (when free) and the order of every pass, solved exactly.
 
+    Runs in three phases: warm starts (expert schedules and list heuristics, each validated), solve
+    (the backend, hinted with the best warm start and capped by it), certify (re-time, validate,
+    lower bounds). The whole call answers within ``time_limit_s`` plus a small overhead.
+
     Parameters
     ----------
     problem
         The pipeline problem (placed, or with ``placement == "free"`` stages without devices).
     objective
-        ``makespan`` (default), ``memory`` (the largest per-device peak), ``makespan,memory`` or
-        ``memory,makespan`` (lexicographic: the second is optimized with the first held at its
-        best found value), or ``weighted`` (makespan + ``memory_weight`` * peak, in real units).
+        ``makespan`` (default), ``memory`` (the largest per-device peak), ``span`` (the longest
+        device span: a device's last end minus its own first start, the Zero Bubble paper's cost),
+        ``utilization`` (busy / span summed over devices: minimizes the sum of spans), two or three
+        of them comma-separated (lexicographic: each next one with the previous held at its best
+        found value), or ``weighted`` (makespan + ``memory_weight`` * peak, in real units).
     memory_limit
         Per-device memory limit overriding the problem's devices (problem memory units).
     time_limit_s
-        Wall-clock limit of the solver (split in two for lexicographic objectives).
+        Wall-clock limit of the whole call (warm starts, solver, certification).
     backend
         ``cpsat`` (default), ``highs`` or ``gurobi`` (the MILP formulation; SolverUnavailableError
-        when the solver is not installed or licensed).
+        when the solver is not installed or licensed; makespan, memory and weighted only).
     workers, deterministic
         CP-SAT worker threads; deterministic uses 1 worker and a fixed seed (tests).
     warm_start
@@ -276,7 +355,8 @@ def plan_problem(
     Raises
     ------
     InvalidInputError
-        Unknown objective or backend name.
+        Unknown objective or backend name, a non-positive time limit, or a problem too large to
+        model (the message gives its size and the ceiling).
     SolverUnavailableError
         A backend that is not available.
     InfeasibleError
@@ -284,73 +364,145 @@ def plan_problem(
     NoSolutionError
         No schedule found within the time limit.
     """
-    _check_names(objective, backend)
     t0 = time.perf_counter()
+    phases = _check_names(objective, backend)
+    if not (time_limit_s > 0 and math.isfinite(time_limit_s)):
+        raise InvalidInputError(f"time limit: must be a positive number of seconds, got {time_limit_s}")
+    setup = _prepare(
+        problem,
+        phases=phases,
+        memory_limit=memory_limit,
+        backend=backend,
+        workers=workers,
+        deterministic=deterministic,
+        fused=fused,
+        contiguous=contiguous,
+        memory_weight=memory_weight,
+        t0=t0,
+        time_limit_s=time_limit_s,
+    )
+    starts: list[WarmStart] = []
+    if warm_start:
+        warm_deadline = t0 + WARM_SHARE * time_limit_s
+        starts = warm_starts(setup.problem, setup.model, deadline=warm_deadline)
+    solved = _solve(setup, starts, progress)
+    return _certify(setup, starts, solved)
+
+
+def _prepare(
+    problem: PipelineProblem,
+    *,
+    phases: tuple[str, ...],
+    memory_limit: float | None,
+    backend: str,
+    workers: int,
+    deterministic: bool,
+    fused: bool,
+    contiguous: bool,
+    memory_weight: float,
+    t0: float,
+    time_limit_s: float,
+) -> _Setup:
+    """Apply the memory limit, refuse what cannot be modelled, build the task model, and refuse
+    limits no schedule meets (with the smallest that works)."""
     if memory_limit is not None:
-        if not memory_limit >= 0:
-            raise InvalidInputError(f"memory_limit: must be >= 0, got {memory_limit}")
+        if not (memory_limit >= 0 and math.isfinite(memory_limit)):
+            raise InvalidInputError(f"memory_limit: must be a finite number >= 0, got {memory_limit}")
         problem = problem.with_memory_limit(memory_limit)
+    tasks = problem_size(problem)
+    if tasks > MAX_TASKS:
+        raise InvalidInputError(
+            f"problem too large to plan: {tasks:,} tasks (stages x micro-batches x passes) > "
+            f"{MAX_TASKS:,}; use fewer micro-batches (the schedule repeats), or merge stages"
+        )
+    deadline = t0 + time_limit_s - min(2.0, CERTIFY_S_PER_TASK * tasks)
     model = pipeline_model(problem, fused=fused, contiguous=contiguous)
+    if {"span", "utilization"} & set(phases) and not model.is_fixed:
+        raise InvalidInputError(
+            "objective span/utilization: needs a placed problem (a device's span is only known once "
+            "its stages are); use --placement linear|interleaved|v|bidirectional"
+        )
+    setup = _Setup(
+        problem=problem,
+        model=model,
+        phases=phases,
+        backend=backend,
+        workers=workers,
+        deterministic=deterministic,
+        fused=fused,
+        contiguous=contiguous,
+        memory_weight=memory_weight,
+        t0=t0,
+        deadline=deadline,
+    )
     reasons = check_memory_limits(problem, model)
     if reasons:
         raise InfeasibleError(
-            _infeasible_message(problem, reasons, _smallest_limit(problem, fused, time_limit_s))
+            _infeasible_message(problem, reasons, _smallest_limit(problem, fused, max(0.5, setup.left())))
         )
+    return setup
 
-    starts = warm_starts(problem, model) if warm_start else []
-    first = objective.split(",")[0]
 
-    def key(w: WarmStart) -> tuple[float, float]:
-        return _plan_score(w.plan, first, memory_weight)
+#: Largest problem ``plan_problem`` models (tasks); beyond it the model alone would not fit in
+#: memory or time on a workstation.
+MAX_TASKS = 200_000
 
-    baseline = min(starts, key=key) if starts else None
-    expert = [w for w in starts if not w.name.startswith("list-")]
-    best_expert = min(expert, key=key) if expert else None
+
+def problem_size(problem: PipelineProblem) -> int:
+    """Tasks of the problem's model: one per stage, micro-batch and pass kind."""
+    kinds = 1 + len(problem.backward_kinds())
+    return sum(len(mb.stages) for mb in problem.microbatches) * kinds
+
+
+def _cap_field(phase: str) -> str:
+    return {"makespan": "max_makespan", "memory": "max_memory", "span": "max_span"}.get(phase, "max_span_sum")
+
+
+def _solve(setup: _Setup, starts: list[WarmStart], progress: Callable[[Progress], None] | None) -> _Solved:
+    """Run the backend once per objective phase, hinted with and capped by the incumbent."""
+    model, phases = setup.model, setup.phases
+    first = phases[0]
+    baseline = min(starts, key=lambda w: _plan_key(w.plan, phases, setup.memory_weight)) if starts else None
     bounds = lower_bounds(model)
-    static_bound = bounds.best
     relaxed = 0
     warm_ticks = baseline.assignment.makespan(model) if baseline else None
     if (
         first == "makespan"
-        and backend == "cpsat"
+        and setup.backend == "cpsat"
         and model.is_fixed
         and not model.fusable
-        and (warm_ticks is None or warm_ticks > static_bound)
+        and (warm_ticks is None or warm_ticks > bounds.best)
     ):
         relaxed = _relaxation_bound(
-            model, RELAXATION_SHARE * time_limit_s, workers, deterministic, warm_ticks
+            model, RELAXATION_SHARE * setup.left(), setup.workers, setup.deterministic, warm_ticks
         )
-        time_limit_s -= min(time_limit_s / 2, time.perf_counter() - t0)
-
-    phases = [objective] if "," not in objective else objective.split(",")
-    budget = time_limit_s / len(phases)
-    result: BackendResult | None = None
-    caps: dict[str, int] = {}
     sol: Assignment | None = baseline.assignment if baseline else None
     # makespan_s + memory_weight * peak, divided by the tick: ticks + (w * quantum / tick) quanta
-    weight = memory_weight * model.mem_quantum / model.tick
+    weight = setup.memory_weight * model.mem_quantum / model.tick
     proven = True
+    status = "unknown"
     solver_bound: int | None = None
-    for phase in phases:
+    caps: dict[str, int] = {}
+    for k, phase in enumerate(phases):
+        budget = setup.left() / (len(phases) - k)
+        fields: dict[str, int | None] = {_cap_field(p): v for p, v in caps.items()}
+        if sol is not None and phase in ("makespan", "span", "utilization"):
+            fields[_cap_field(phase)] = _sol_value(model, sol, phase)
         opts = BackendOptions(
             objective=phase,
             memory_weight=weight,
-            max_makespan=caps.get("makespan"),
-            max_memory=caps.get("memory"),
+            min_makespan=(relaxed or None) if phase == "makespan" else None,
+            **fields,  # type: ignore[arg-type]
         )
-        if sol is not None and phase == "makespan" and "makespan" not in caps:
-            opts = BackendOptions(
-                objective=phase,
-                memory_weight=weight,
-                max_makespan=sol.makespan(model),
-                max_memory=caps.get("memory"),
-                min_makespan=relaxed or None,
-            )
-        solver = make_backend(backend, model, opts)  # also raises early for a missing solver
-        if phase == "makespan" and sol is not None and sol.makespan(model) <= max(bounds.best, relaxed):
-            # the warm start meets the lower bound: optimal without a search
-            ms = sol.makespan(model)
-            result = BackendResult(status="optimal", assignment=sol, objective=ms, bound=ms, time_s=0.0)
+        solver = make_backend(setup.backend, model, opts)  # also raises early for a missing solver
+        floor = _phase_bound(bounds, phase, relaxed)
+        result: BackendResult
+        if sol is not None and floor is not None and _sol_value(model, sol, phase) <= floor:
+            # the incumbent meets a lower bound: optimal without a search
+            v = _sol_value(model, sol, phase)
+            result = BackendResult(status="optimal", assignment=sol, objective=v, bound=v, time_s=0.0)
+        elif budget < 0.05:
+            result = BackendResult(status="skipped", assignment=None, objective=None, bound=None, time_s=0.0)
         else:
             # the one-micro-batch-at-a-time fallback is a poor hint: CP-SAT stays near it (measured:
             # 99 instead of 58 on a free-placement problem); it still caps the search and is returned
@@ -360,41 +512,65 @@ def plan_problem(
             ):
                 solver.add_hint(sol)
             result = solver.solve(
-                time_limit_s=max(0.1, budget), workers=workers, deterministic=deterministic, progress=progress
+                time_limit_s=budget,
+                workers=setup.workers,
+                deterministic=setup.deterministic,
+                progress=progress,
             )
+        status = result.status
         if result.status == "infeasible" and sol is None:
             raise InfeasibleError(
                 _infeasible_message(
-                    problem,
+                    setup.problem,
                     ["no schedule meets the memory limits"],
-                    _smallest_limit(problem, fused, time_limit_s),
+                    _smallest_limit(setup.problem, setup.fused, max(0.5, setup.left())),
                 )
             )
         if result.assignment is not None:
             cand = result.assignment
-            if sol is None or _sol_score(model, cand, phase, memory_weight) < _sol_score(
-                model, sol, phase, memory_weight
+            if sol is None or _sol_key(model, cand, phases[k:], setup.memory_weight) < _sol_key(
+                model, sol, phases[k:], setup.memory_weight
             ):
                 sol = cand
         if result.status != "optimal":
             proven = False
         if sol is None:
             raise NoSolutionError(
-                f"no schedule found in {time_limit_s:g} s ({len(model.tasks)} tasks); raise --time-limit"
+                f"no schedule found in {time.perf_counter() - setup.t0:.3g} s ({len(model.tasks)} tasks); "
+                "raise --time-limit"
             )
-        value = sol.makespan(model) if phase == "makespan" else _peak(model, sol)
-        caps[phase] = value
-        if phase == objective.split(",")[0] and result.bound is not None:
+        caps[phase] = _sol_value(model, sol, phase)
+        if k == 0 and result.bound is not None:
             solver_bound = result.bound
+    assert sol is not None
+    return _Solved(sol=sol, proven=proven, solver_bound=solver_bound, status=status, relaxed=relaxed)
 
-    assert sol is not None and result is not None
-    plan = assignment_plan(problem, model, sol, "parplan")
-    if baseline is not None and _plan_score(baseline.plan, first, memory_weight) < _plan_score(
-        plan, first, memory_weight
-    ):
+
+def _phase_bound(bounds: Bounds, phase: str, relaxed: int) -> int | None:
+    """A static lower bound on ``phase`` in the model's units, where one is known."""
+    if phase == "makespan":
+        return max(bounds.best, relaxed)
+    return None
+
+
+def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
+    """The validated plan of the best answer, never worse than the best warm start, with its lower
+    bound (rounding-safe for real-valued problems) and solver record."""
+    problem, model, phases = setup.problem, setup.model, setup.phases
+    first = phases[0]
+    key = lambda p: _plan_key(p, phases, setup.memory_weight)  # noqa: E731
+    baseline = min(starts, key=lambda w: key(w.plan)) if starts else None
+    expert = [w for w in starts if not w.name.startswith("list-")]
+    best_expert = min(expert, key=lambda w: key(w.plan)) if expert else None
+    plan = assignment_plan(problem, model, solved.sol, "parplan")
+    proven = solved.proven
+    if baseline is not None and key(baseline.plan) < key(plan):
         plan, proven = baseline.plan, False  # the solver's answer rounds worse than its warm start
-    ms_bound_ticks = max(bounds.best, relaxed)
-    if objective in ("makespan", "makespan,memory") and solver_bound is not None:
+    solver_bound = solved.solver_bound
+    bounds = lower_bounds(model)
+    ms_bound_ticks = max(bounds.best, solved.relaxed)
+    makespan_first = first == "makespan"
+    if makespan_first and solver_bound is not None:
         ms_bound_ticks = max(ms_bound_ticks, solver_bound)
     lower: float | None
     if model.exact_time:
@@ -403,48 +579,43 @@ def plan_problem(
         # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time, and so
         # does the solver's bound minus one tick per rounded duration or delay on any path (re-timing
         # a real schedule with rounded-up values delays it by at most that much)
-        floor_model = pipeline_model(problem, fused=fused, contiguous=contiguous, round_down=True)
+        floor_model = pipeline_model(problem, fused=setup.fused, contiguous=setup.contiguous, round_down=True)
         lower = lower_bounds(floor_model).best * floor_model.tick
-        if objective in ("makespan", "makespan,memory") and solver_bound is not None:
+        if makespan_first and solver_bound is not None:
             slack = len(model.tasks) + sum(1 for a in model.arcs if a.delay)
             lower = max(lower, (solver_bound - slack) * model.tick)
         proven = False  # optimal in ticks, not necessarily in real time
     lower = min(lower, plan.metrics.makespan)
-    if not _model_covers_fusion(problem, fused):
+    if not _model_covers_fusion(problem, setup.fused):
         # fused F&B actions (built-in schedules may use them) can beat every schedule of this model,
         # so neither its bounds nor its optimality hold for the problem
         lower, proven = None, False
-    status = "optimal" if proven else "feasible"
-    peak = max(plan.metrics.peak_memory_per_device)
-    objective_value = {"makespan": plan.metrics.makespan, "memory": peak}.get(
-        first, plan.metrics.makespan + memory_weight * peak
-    )
+    measures = plan_measures(plan, setup.memory_weight)
     bound_value = None
-    if solver_bound is not None and first == "makespan" and model.exact_time and lower is not None:
+    if solver_bound is not None and lower is not None and model.exact_time and first in ("makespan", "span"):
         bound_value = solver_bound * model.tick
     elif solver_bound is not None and first == "memory":
         bound_value = solver_bound * model.mem_quantum
     info = SolverInfo(
-        backend=backend,
-        status=status,
-        time_s=time.perf_counter() - t0,
-        objective=objective_value,
+        backend=setup.backend,
+        status="optimal" if proven else "feasible",
+        time_s=time.perf_counter() - setup.t0,
+        objective=measures[first],
         bound=bound_value,
     )
+    reference = best_expert or baseline
     source: dict[str, object] = {
         "planner": {
-            "backend": backend,
-            "objective": objective,
+            "backend": setup.backend,
+            "objective": ",".join(phases),
             "tick": model.tick,
             "exact_time": model.exact_time,
             "tasks": len(model.tasks),
             "warm_start": baseline.name if baseline else None,
-            "solver_status": result.status,
+            "solver_status": solved.status,
         },
         "baseline": (
-            {"name": best_expert.name, "makespan": best_expert.plan.metrics.makespan}
-            if best_expert
-            else ({"name": baseline.name, "makespan": baseline.plan.metrics.makespan} if baseline else None)
+            {"name": reference.name, "makespan": reference.plan.metrics.makespan} if reference else None
         ),
     }
     out = Plan(
@@ -513,25 +684,56 @@ def _model_covers_fusion(problem: PipelineProblem, fused: bool) -> bool:
     return not gains or (fused and not problem.split_backward)
 
 
-def _score(phase: str, makespan: float, peak: float, memory_weight: float) -> tuple[float, float]:
-    """What ``phase`` minimizes, then the other measure as tie-break (real units, rounded for ties)."""
+def plan_measures(plan: Plan, memory_weight: float = 1.0) -> dict[str, float]:
+    """Every objective measure of a plan in real units (utilization as busy / span over devices)."""
+    m = plan.metrics
+    peak = max(m.peak_memory_per_device, default=0.0)
+    spans = [b + i for b, i in zip(m.busy_per_device, m.span_idle_per_device, strict=True)]
+    total_span = sum(spans)
+    return {
+        "makespan": m.makespan,
+        "memory": peak,
+        "span": max(spans, default=0.0),
+        "utilization": sum(m.busy_per_device) / total_span if total_span > 0 else 1.0,
+        "weighted": m.makespan + memory_weight * peak,
+    }
+
+
+def _key(measures: dict[str, float], phases: tuple[str, ...]) -> tuple[float, ...]:
+    """What the phases minimize in order, then makespan and memory as tie-breaks (rounded for ties;
+    utilization is maximized)."""
+    names = (*phases, "makespan", "memory")
+    return tuple(round(-measures[p] if p == "utilization" else measures[p], 9) for p in names)
+
+
+def _plan_key(plan: Plan, phases: tuple[str, ...], memory_weight: float) -> tuple[float, ...]:
+    return _key(plan_measures(plan, memory_weight), phases)
+
+
+def _sol_value(model: TaskModel, sol: Assignment, phase: str) -> int:
+    """A phase's measure of ``sol`` in the model's integer units (ticks, quanta, sum of spans)."""
+    if phase == "makespan":
+        return sol.makespan(model)
     if phase == "memory":
-        key = (peak, makespan)
-    elif phase == "weighted":
-        key = (makespan + memory_weight * peak, makespan)
-    else:
-        key = (makespan, peak)
-    return (round(key[0], 9), round(key[1], 9))
+        return _peak(model, sol)
+    spans = sol.spans(model)
+    return max(spans, default=0) if phase == "span" else sum(spans)
 
 
-def _sol_score(model: TaskModel, sol: Assignment, phase: str, memory_weight: float) -> tuple[float, float]:
-    return _score(
-        phase, sol.makespan(model) * model.tick, _peak(model, sol) * model.mem_quantum, memory_weight
-    )
-
-
-def _plan_score(plan: Plan, phase: str, memory_weight: float) -> tuple[float, float]:
-    return _score(phase, plan.metrics.makespan, max(plan.metrics.peak_memory_per_device), memory_weight)
+def _sol_key(
+    model: TaskModel, sol: Assignment, phases: tuple[str, ...], memory_weight: float
+) -> tuple[float, ...]:
+    tick, quantum = model.tick, model.mem_quantum
+    spans = sol.spans(model)
+    busy = sum(sol.busy(model))
+    measures = {
+        "makespan": sol.makespan(model) * tick,
+        "memory": _peak(model, sol) * quantum,
+        "span": max(spans, default=0) * tick,
+        "utilization": busy / sum(spans) if sum(spans) else 1.0,
+        "weighted": sol.makespan(model) * tick + memory_weight * _peak(model, sol) * quantum,
+    }
+    return _key(measures, phases)
 
 
 # ---------------------------------------------------------------------------- infeasibility

@@ -14,7 +14,7 @@ from typing import Protocol
 from parplan.solve.model import Assignment, TaskModel
 
 #: Objectives every backend understands. Lexicographic ones are run as two solves by the caller.
-OBJECTIVES = ("makespan", "memory", "weighted")
+OBJECTIVES = ("makespan", "memory", "weighted", "span", "utilization")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +62,8 @@ class BackendOptions:
     ``objective`` is one of ``OBJECTIVES``; ``memory_weight`` is the weight of one memory quantum
     against one tick (a ratio; backends may round it to a fraction) in the weighted objective; ``max_makespan`` / ``max_memory`` cap the two
     objectives (ticks, quanta), used for lexicographic solves and to cut above a warm start;
-    ``min_makespan`` is a proven lower bound (ticks) found outside the model (one-device relaxations).
+    ``min_makespan`` is a proven lower bound (ticks) found outside the model (one-device relaxations);
+    ``max_span`` / ``max_span_sum`` cap the longest device span and the sum of spans (ticks).
     """
 
     objective: str = "makespan"
@@ -70,6 +71,8 @@ class BackendOptions:
     max_makespan: int | None = None
     max_memory: int | None = None
     min_makespan: int | None = None
+    max_span: int | None = None
+    max_span_sum: int | None = None
     load_cuts: bool = True
     symmetry: bool = True
 

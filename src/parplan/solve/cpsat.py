@@ -17,8 +17,8 @@ from fractions import Fraction
 from ortools.sat.python import cp_model
 
 from parplan.errors import InvalidInputError
-from parplan.solve.backend import BackendOptions, BackendResult, Progress
-from parplan.solve.bounds import lower_bounds
+from parplan.solve.backend import OBJECTIVES, BackendOptions, BackendResult, Progress
+from parplan.solve.bounds import _max_fusion_saving, lower_bounds
 from parplan.solve.model import Assignment, TaskModel, canonical
 
 #: Above this many tasks the memory precedences are left out: with 3000 tasks CP-SAT's root
@@ -62,9 +62,14 @@ class CpSatBackend:
     def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
         self.m = model
         self.opt = options or BackendOptions()
-        if self.opt.objective not in ("makespan", "memory", "weighted"):
+        if self.opt.objective not in OBJECTIVES:
             raise InvalidInputError(
-                f"objective {self.opt.objective!r}: unknown; use makespan, memory or weighted"
+                f"objective {self.opt.objective!r}: unknown; use one of {', '.join(OBJECTIVES)}"
+            )
+        if self._wants_spans() and not model.is_fixed:
+            raise InvalidInputError(
+                f"objective {self.opt.objective}: needs a placed problem (a device's span is only "
+                "known once its stages are); plan the placement with --objective makespan first"
             )
         self.cp = cp_model.CpModel()
         self.bounds = lower_bounds(model)
@@ -83,6 +88,7 @@ class CpSatBackend:
             self._memory_precedence()
             self._device_symmetry()
         self._contiguous()
+        self._spans()
         self._objective()
 
     # ------------------------------------------------------------------ variables
@@ -443,8 +449,49 @@ class CpSatBackend:
             dev_h = sum(d * self.on(h, d) for d in self.m.groups[h].devices)
             self.cp.add(dev_h >= dev_g).with_name(f"contiguous[{g}]")
 
+    def _wants_spans(self) -> bool:
+        return (
+            self.opt.objective in ("span", "utilization")
+            or self.opt.max_span is not None
+            or self.opt.max_span_sum is not None
+        )
+
+    def _spans(self) -> None:
+        """span[d] = max_{t on d} end[t] - min_{t on d} start[t] (placed problems only);
+        span_max >= span[d]; span_sum = sum_d span[d] (utilization = busy / span, busy fixed)."""
+        self.span_max: cp_model.IntVar | None = None
+        self.span_sum: cp_model.IntVar | None = None
+        self.first: dict[int, cp_model.IntVar] = {}
+        self.last: dict[int, cp_model.IntVar] = {}
+        if not self._wants_spans():
+            return
+        m, cp = self.m, self.cp
+        by_dev: dict[int, list[int]] = defaultdict(list)
+        for t in m.tasks:
+            by_dev[t.durations[0][0]].append(t.index)
+        spans = []
+        for d, tasks in sorted(by_dev.items()):
+            first = cp.new_int_var(0, self.H, f"first[{d}]")
+            last = cp.new_int_var(0, self.H, f"last[{d}]")
+            cp.add_min_equality(first, [self.start[t] for t in tasks])
+            cp.add_max_equality(last, [self.end[t] for t in tasks])
+            busy = sum(m.tasks[t].durations[0][1] for t in tasks) - _max_fusion_saving(m, tasks)
+            cp.add(last - first >= busy).with_name(f"span_load[{d}]")
+            self.first[d], self.last[d] = first, last
+            spans.append(last - first)
+        self.span_max = cp.new_int_var(0, self.H, "span_max")
+        for d, expr in zip(sorted(by_dev), spans):
+            cp.add(self.span_max >= expr).with_name(f"span[{d}]")
+        self.span_sum = cp.new_int_var(0, self.H * max(1, len(spans)), "span_sum")
+        cp.add(self.span_sum == sum(spans)).with_name("span_sum")
+        if self.opt.max_span is not None:
+            cp.add(self.span_max <= self.opt.max_span)
+        if self.opt.max_span_sum is not None:
+            cp.add(self.span_sum <= self.opt.max_span_sum)
+
     def _objective(self) -> None:
-        """minimize makespan | max_d peak[d] | makespan + w * max_d peak[d]; optional caps on both."""
+        """minimize makespan | max_d peak[d] | makespan + w * max_d peak[d] | span_max | span_sum;
+        optional caps on each."""
         cp, opt = self.cp, self.opt
         if opt.max_makespan is not None:
             cp.add(self.makespan <= opt.max_makespan)
@@ -457,6 +504,12 @@ class CpSatBackend:
         self.peak_max = peak_max
         if opt.objective == "makespan":
             cp.minimize(self.makespan)
+        elif opt.objective == "span":
+            assert self.span_max is not None
+            cp.minimize(self.span_max)
+        elif opt.objective == "utilization":
+            assert self.span_sum is not None
+            cp.minimize(self.span_sum)
         elif opt.objective == "memory":
             assert peak_max is not None
             cp.minimize(peak_max)
@@ -490,6 +543,14 @@ class CpSatBackend:
         for key, var in self.y.items():
             cp.add_hint(var, key in fused)
         cp.add_hint(self.makespan, max(ends, default=0))
+        if self.span_max is not None and self.span_sum is not None:
+            spans = sol.spans(m)
+            for d in self.first:
+                on_d = [t for t in range(len(m.tasks)) if sol.device[t] == d]
+                cp.add_hint(self.first[d], min(sol.start[t] for t in on_d))
+                cp.add_hint(self.last[d], max(ends[t] for t in on_d))
+            cp.add_hint(self.span_max, max(spans, default=0))
+            cp.add_hint(self.span_sum, sum(spans[d] for d in self.first))
 
     def solve(
         self,
@@ -511,7 +572,7 @@ class CpSatBackend:
         if deterministic:
             p.interleave_search = False
         t0 = time.perf_counter()
-        scale = self.m.tick if self.opt.objective == "makespan" else 1.0
+        scale = self.m.tick if self.opt.objective in ("makespan", "span", "utilization") else 1.0
         if self.opt.objective == "memory":
             scale = self.m.mem_quantum
         cb = _Callback(progress, scale, t0) if progress is not None else None

@@ -65,6 +65,11 @@ class MilpFormulation:
     def __init__(self, model: TaskModel, options: BackendOptions | None = None) -> None:
         self.m = model
         self.opt = options or BackendOptions()
+        if self.opt.objective in ("span", "utilization") or self.opt.max_span or self.opt.max_span_sum:
+            raise InvalidInputError(
+                f"objective {self.opt.objective}: the MILP backends model makespan, memory and "
+                "weighted only; use --backend cpsat for span and utilization"
+            )
         if self.opt.objective not in ("makespan", "memory", "weighted"):
             raise InvalidInputError(
                 f"objective {self.opt.objective!r}: unknown; use makespan, memory or weighted"

@@ -279,6 +279,25 @@ class Assignment:
     def makespan(self, model: TaskModel) -> int:
         return max(self.ends(model), default=0)
 
+    def spans(self, model: TaskModel) -> list[int]:
+        """Each device's span in ticks: its last end minus its own first start (0 when idle)."""
+        first: dict[int, int] = {}
+        last: dict[int, int] = {}
+        for t, end in enumerate(self.ends(model)):
+            d = self.device[t]
+            first[d] = min(first.get(d, self.start[t]), self.start[t])
+            last[d] = max(last.get(d, end), end)
+        return [last[d] - first[d] if d in first else 0 for d in range(model.num_devices)]
+
+    def busy(self, model: TaskModel) -> list[int]:
+        """Each device's busy ticks (a fused pair counted once)."""
+        out = [0] * model.num_devices
+        hidden = {b for _, b in self.fused}
+        for t in range(len(model.tasks)):
+            if t not in hidden:
+                out[self.device[t]] += self.duration(model, t)
+        return out
+
 
 # ---------------------------------------------------------------------------- checks
 
