@@ -20,7 +20,7 @@ from parplan.errors import (
     InvalidInputError,
     NoSolutionError,
 )
-from parplan.numeric import lt
+from parplan.numeric import lt, within_limit
 from parplan.plan import Plan, SolverInfo
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
@@ -50,7 +50,7 @@ WARM_SHARE = 0.15
 #: Share of what is left that one-device relaxation bounds may use before the main solve.
 RELAXATION_SHARE = 0.25
 #: Time kept for certifying the answer (re-timing, validation, rounded bounds), seconds per task.
-CERTIFY_S_PER_TASK = 4e-5
+CERTIFY_S_PER_TASK = 1.2e-4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -235,8 +235,11 @@ def warm_starts(
             plan = Plan.from_schedule(problem, schedule)
         except InvalidInputError:
             continue
+        limits = [dev.memory_limit for dev in problem.devices]
+        if not all(within_limit(x, lim) for x, lim in zip(plan.metrics.peak_memory_per_device, limits)):
+            continue  # over the memory limit (cheap test before the full validation)
         if plan.validate():
-            continue  # e.g. over the memory limit
+            continue
         sol = from_schedule(model, schedule)
         if sol is None or check_assignment(model, sol):
             continue
@@ -415,7 +418,7 @@ def _prepare(
             f"problem too large to plan: {tasks:,} tasks (stages x micro-batches x passes) > "
             f"{MAX_TASKS:,}; use fewer micro-batches (the schedule repeats), or merge stages"
         )
-    deadline = t0 + time_limit_s - min(2.0, CERTIFY_S_PER_TASK * tasks)
+    deadline = t0 + time_limit_s - min(0.3 * time_limit_s, CERTIFY_S_PER_TASK * tasks)
     model = pipeline_model(problem, fused=fused, contiguous=contiguous)
     if {"span", "utilization"} & set(phases) and not model.is_fixed:
         raise InvalidInputError(
@@ -562,7 +565,21 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
     baseline = min(starts, key=lambda w: key(w.plan)) if starts else None
     expert = [w for w in starts if not w.name.startswith("list-")]
     best_expert = min(expert, key=lambda w: key(w.plan)) if expert else None
-    plan = assignment_plan(problem, model, solved.sol, "parplan")
+    # the warm start's own plan is the answer when the solver kept it (saves a re-timing at large
+    # sizes), unless the model split its fused or full-backward actions: then the answer differs
+    same = (
+        baseline is not None
+        and solved.sol == baseline.assignment
+        and not any(
+            t.action.is_fused or (t.action.kind == "B" and problem.split_backward)
+            for t in baseline.plan.timed
+        )
+    )
+    plan = (
+        baseline.plan
+        if same and baseline is not None
+        else assignment_plan(problem, model, solved.sol, "parplan")
+    )
     proven = solved.proven
     if baseline is not None and key(baseline.plan) < key(plan):
         plan, proven = baseline.plan, False  # the solver's answer rounds worse than its warm start
