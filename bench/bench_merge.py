@@ -22,8 +22,9 @@ from typing import Any
 from parplan.errors import ParplanError
 from parplan.problem import PipelineProblem
 from parplan.solve import pipeline_model, plan_problem
-from parplan.solve.backend import BackendOptions, make_backend
+from parplan.solve.backend import BackendOptions
 from parplan.solve.heuristics import best_heuristic
+from parplan.solve.registry import make_backend
 
 MICROBATCHES = 4
 #: One DAG per size, whatever the device count, so rows of one size compare devices on one graph.

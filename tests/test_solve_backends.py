@@ -19,9 +19,10 @@ from parplan.errors import SolverUnavailableError
 from parplan.plan import Plan
 from parplan.problem import PipelineProblem
 from parplan.solve import plan_problem
-from parplan.solve.backend import BackendOptions, BackendResult, make_backend
+from parplan.solve.backend import BackendOptions, BackendResult
 from parplan.solve.milp import MilpFormulation
 from parplan.solve.model import check_assignment, peak_level, pipeline_model
+from parplan.solve.registry import make_backend
 from parplan.synthetic import synthetic_problem
 
 HAS_GUROBI = importlib.util.find_spec("gurobipy") is not None

@@ -25,7 +25,7 @@ from parplan.plan import Plan, SolverInfo
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
 from parplan.simulate import TimedAction, compute_metrics, validate
-from parplan.solve.backend import BackendOptions, BackendResult, Progress, make_backend
+from parplan.solve.backend import BackendOptions, BackendResult, Progress
 from parplan.solve.bounds import Bounds, lower_bounds
 from parplan.solve.heuristics import best_heuristic
 from parplan.solve.model import (
@@ -37,14 +37,16 @@ from parplan.solve.model import (
     pipeline_model,
     retime,
 )
+from parplan.solve.registry import BACKENDS as _REGISTRY
+from parplan.solve.registry import make_backend
 
 #: Measures ``plan_problem`` can minimize; "a,b" is lexicographic (a first, then b held at its best).
 MEASURES = ("makespan", "memory", "span", "utilization")
 #: Objective names accepted by ``plan_problem``: a measure, two or three of them joined by commas
 #: (lexicographic), or ``weighted`` (makespan + memory_weight * peak).
 OBJECTIVES = (*MEASURES, "makespan,memory", "memory,makespan", "span,makespan", "span,memory", "weighted")
-#: Backend names (``parplan.solve.backend.make_backend`` builds them).
-BACKENDS = ("cpsat", "highs", "gurobi")
+#: Backend names (``parplan.solve.registry.make_backend`` builds them).
+BACKENDS = tuple(_REGISTRY)
 #: Share of the time limit the warm starts (expert schedules, list heuristics) may use at most.
 WARM_SHARE = 0.15
 #: Share of what is left that one-device relaxation bounds may use before the main solve.

@@ -2,7 +2,8 @@
 
 A backend is constructed from a ``TaskModel`` and an objective, accepts warm-start hints as an
 ``Assignment``, and ``solve`` returns a ``BackendResult`` in ticks. CP-SAT is built in; a MILP
-backend (HiGHS, Gurobi) plugs in by implementing the same protocol and registering in ``BACKENDS``.
+backend (HiGHS, Gurobi) plugs in by implementing the same protocol and registering in
+``parplan.solve.registry.BACKENDS``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from parplan.solve.model import Assignment, TaskModel
+from parplan.solve.model import Assignment
 
 #: Objectives every backend understands. Lexicographic ones are run as two solves by the caller.
 OBJECTIVES = ("makespan", "memory", "weighted", "span", "utilization")
@@ -75,22 +76,3 @@ class BackendOptions:
     max_span_sum: int | None = None
     load_cuts: bool = True
     symmetry: bool = True
-
-
-def make_backend(name: str, model: TaskModel, options: BackendOptions) -> Backend:
-    """The backend called ``name`` built for ``model``; unknown or missing ones raise clearly."""
-    from parplan.errors import InvalidInputError
-
-    if name == "cpsat":
-        from parplan.solve.cpsat import CpSatBackend
-
-        return CpSatBackend(model, options)
-    if name == "highs":
-        from parplan.solve.highs import HighsBackend
-
-        return HighsBackend(model, options)
-    if name == "gurobi":
-        from parplan.solve.gurobi import GurobiBackend
-
-        return GurobiBackend(model, options)
-    raise InvalidInputError(f"backend {name!r}: unknown; choose one of cpsat, highs, gurobi")
