@@ -175,6 +175,7 @@ def test_listings_json() -> None:
         "interleaved-1f1b",
         "zb-h1",
         "zb-h2",
+        "zb-auto",
         "zb-v",
         "dualpipe",
         "dualpipev",
