@@ -177,6 +177,8 @@ def test_listings_json() -> None:
         "zb-h2",
         "zb-auto",
         "zb-v",
+        "v-min",
+        "v-half",
         "dualpipe",
         "dualpipev",
     }

@@ -20,6 +20,8 @@ PLACEMENT = {
     "zb-h2": "linear",
     "zb-auto": "linear",
     "zb-v": "v",
+    "v-min": "v",
+    "v-half": "v",
     "dualpipe": "bidirectional",
     "dualpipev": "v",
 }

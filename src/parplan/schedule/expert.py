@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from parplan.errors import InternalError, InvalidInputError
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, B, F, I, Schedule, W
+from parplan.schedule.v_shape import v_half, v_min
 from parplan.schedule.zb_auto import zb_auto
 
 Orders = list[list[Action]]
@@ -448,6 +449,20 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             needs_split_backward=True,
             build=lambda p, m, v: zb_v(p, m),
             min_microbatches=lambda p, v: 2 * p - 1,
+        ),
+        ScheduleSpec(
+            name="v-min",
+            description="V-shape block, about 1/3 of 1F1B's activations (Qi et al., controllable memory)",
+            placement="v",
+            needs_split_backward=True,
+            build=lambda p, m, v: v_min(p, m),
+        ),
+        ScheduleSpec(
+            name="v-half",
+            description="V-shape block, about 1/2 of 1F1B's activations (Qi et al., controllable memory)",
+            placement="v",
+            needs_split_backward=True,
+            build=lambda p, m, v: v_half(p, m),
         ),
         ScheduleSpec(
             name="dualpipe",
