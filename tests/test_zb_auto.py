@@ -137,3 +137,29 @@ def _uneven(*, pp: int, microbatches: int, comm: float, memory_limit: float | No
         wgrad_mem=last.wgrad_mem,
     )
     return base.with_stages([*base.stages[:-1], heavy])
+
+
+def test_per_edge_communication_and_the_greedys_own_times_are_the_simulators() -> None:
+    # Each edge its own transfer time and each stage its own costs: the greedy times every pass
+    # as the simulator does (as soon as possible in each device's order), so its choice among its
+    # variants is made on the real spans.
+    from parplan.problem import StageEdge
+    from parplan.schedule.zb_auto import _chain, _Greedy, _Options
+
+    base = _uneven(pp=6, microbatches=14, comm=0.0, memory_limit=7.5)
+    edges = tuple(StageEdge(src=e.src, dst=e.dst, comm=0.1 + 0.35 * e.src) for e in base.edges)
+    problem = PipelineProblem(
+        devices=base.devices,
+        stages=base.stages,
+        edges=edges,
+        microbatches=base.microbatches,
+        placement="linear",
+    )
+    for tight in (True, False):
+        for skip in (True, False):
+            greedy = _Greedy(
+                _chain(problem, None), _Options(tight_warmup=tight, skip_forward=skip, fill_gaps=True)
+            )
+            plan = Plan.from_schedule(problem, Schedule.of("zb-auto", greedy.run()))
+            assert plan.validate() == []
+            assert greedy.longest_span() == pytest.approx(_longest_span(plan), abs=1e-9)
