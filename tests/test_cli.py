@@ -175,7 +175,10 @@ def test_listings_json() -> None:
         "interleaved-1f1b",
         "zb-h1",
         "zb-h2",
+        "zb-auto",
         "zb-v",
+        "v-min",
+        "v-half",
         "dualpipe",
         "dualpipev",
     }

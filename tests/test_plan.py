@@ -19,7 +19,10 @@ OPTIONS = {
     "interleaved-1f1b": {"placement": "interleaved", "costs": "F=1,B=2"},
     "zb-h1": {"placement": "linear"},
     "zb-h2": {"placement": "linear"},
+    "zb-auto": {"placement": "linear"},
     "zb-v": {"placement": "v"},
+    "v-min": {"placement": "v"},
+    "v-half": {"placement": "v"},
     "dualpipe": {"placement": "bidirectional", "costs": "F=1,I=1,W=1,FB=2.5"},
     "dualpipev": {"placement": "v", "costs": "F=1,I=1,W=1,FB=2.5"},
 }

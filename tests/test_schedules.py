@@ -18,7 +18,10 @@ PLACEMENT = {
     "interleaved-1f1b": "interleaved",
     "zb-h1": "linear",
     "zb-h2": "linear",
+    "zb-auto": "linear",
     "zb-v": "v",
+    "v-min": "v",
+    "v-half": "v",
     "dualpipe": "bidirectional",
     "dualpipev": "v",
 }
@@ -333,7 +336,7 @@ def test_applicable_schedules_on_a_linear_split_problem() -> None:
     problem = synthetic_problem(pp=4, microbatches=8, costs="F=1,I=1,W=1")
     table = dict(applicable_schedules(problem))
     assert list(table) == list(SCHEDULES)
-    assert {n for n, why in table.items() if why is None} == {"gpipe", "1f1b", "zb-h1", "zb-h2"}
+    assert {n for n, why in table.items() if why is None} == {"gpipe", "1f1b", "zb-h1", "zb-h2", "zb-auto"}
     assert (
         table["interleaved-1f1b"] == "interleaved-1f1b: needs --placement interleaved, got --placement linear"
     )

@@ -1,4 +1,4 @@
-"""Schedules: the action IR and the built-in expert pipeline schedules (pure functions of integers)."""
+"""Schedules: the action IR and the built-in expert pipeline schedules (most pure functions of integers)."""
 
 from parplan.schedule.expert import (
     SCHEDULES,
@@ -16,6 +16,8 @@ from parplan.schedule.expert import (
     zb_v,
 )
 from parplan.schedule.ir import FUSED, KINDS, Action, Schedule
+from parplan.schedule.v_shape import v_half, v_min
+from parplan.schedule.zb_auto import zb_auto
 
 __all__ = [
     "FUSED",
@@ -32,6 +34,9 @@ __all__ = [
     "interleaved_1f1b",
     "one_f_one_b",
     "schedule_names",
+    "v_half",
+    "v_min",
+    "zb_auto",
     "zb_h1",
     "zb_h2",
     "zb_v",

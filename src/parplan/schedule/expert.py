@@ -1,9 +1,11 @@
 """Built-in expert pipeline schedules as pure functions of integers, and their registry.
 
-Every generator takes only counts (devices, micro-batches, chunks) and returns per-device action
-orders in the stage numbering of ``parplan.synthetic``; nothing here knows about time, costs or
-runtime objects. ``build_schedule`` checks a problem against a schedule's preconditions and returns
-the schedule; the simulator (``parplan.simulate``) gives it times.
+Every generator here takes only counts (devices, micro-batches, chunks) and returns per-device
+action orders in the stage numbering of ``parplan.synthetic``; nothing here knows about time, costs
+or runtime objects. Schedules that adapt to the costs and the memory limit (``zb-auto``, in its
+own module) are registered with a builder of the whole problem instead. ``build_schedule`` checks a
+problem against a schedule's preconditions and returns the schedule; the simulator
+(``parplan.simulate``) gives it times.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from parplan.errors import InternalError, InvalidInputError
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, B, F, I, Schedule, W
+from parplan.schedule.v_shape import v_half, v_min
+from parplan.schedule.zb_auto import zb_auto
 
 Orders = list[list[Action]]
 
@@ -356,15 +360,32 @@ def dualpipev(num_devices: int, num_microbatches: int) -> Orders:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScheduleSpec:
-    """A built-in schedule: what it is, which placement it needs, and whether it splits backward."""
+    """A built-in schedule: what it is, which placement it needs, and whether it splits backward.
+
+    ``build`` makes the orders from (devices, micro-batches, chunks); a schedule that depends on
+    the costs or the memory limit gives ``build_for`` (the whole problem) instead.
+    """
 
     name: str
     description: str
     placement: str
     needs_split_backward: bool
-    build: Callable[[int, int, int], Orders]
+    build: Callable[[int, int, int], Orders] | None = None
+    build_for: Callable[[PipelineProblem], Orders] | None = None
     min_microbatches: Callable[[int, int], int] = lambda p, v: 1
     needs_even_devices: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.build is None) == (self.build_for is None):
+            raise InternalError(f"schedule {self.name}: give exactly one of build and build_for")
+
+    def orders(self, problem: PipelineProblem) -> Orders:
+        """The per-device orders of this schedule for ``problem`` (preconditions already checked)."""
+        if self.build_for is not None:
+            return self.build_for(problem)
+        if self.build is None:
+            raise InternalError(f"schedule {self.name}: has no builder")
+        return self.build(problem.num_devices, problem.num_microbatches, problem.chunks)
 
     def to_json(self) -> dict[str, object]:
         """The ``parplan schedules --json`` row."""
@@ -415,12 +436,33 @@ SCHEDULES: dict[str, ScheduleSpec] = {
             build=lambda p, m, v: zb_h2(p, m),
         ),
         ScheduleSpec(
+            name="zb-auto",
+            description="zero-bubble automatic greedy for the costs and memory limit (Qi et al. 2024)",
+            placement="linear",
+            needs_split_backward=True,
+            build_for=zb_auto,
+        ),
+        ScheduleSpec(
             name="zb-v",
             description="zero-bubble V: V placement, 1F1B memory (Qi et al., controllable memory)",
             placement="v",
             needs_split_backward=True,
             build=lambda p, m, v: zb_v(p, m),
             min_microbatches=lambda p, v: 2 * p - 1,
+        ),
+        ScheduleSpec(
+            name="v-min",
+            description="V-shape block, about 1/3 of 1F1B's activations (Qi et al., controllable memory)",
+            placement="v",
+            needs_split_backward=True,
+            build=lambda p, m, v: v_min(p, m),
+        ),
+        ScheduleSpec(
+            name="v-half",
+            description="V-shape block, about 1/2 of 1F1B's activations (Qi et al., controllable memory)",
+            placement="v",
+            needs_split_backward=True,
+            build=lambda p, m, v: v_half(p, m),
         ),
         ScheduleSpec(
             name="dualpipe",
@@ -507,5 +549,4 @@ def build_schedule(name: str, problem: PipelineProblem) -> Schedule:
     reason = _precondition_error(spec, problem)
     if reason is not None:
         raise InvalidInputError(reason)
-    orders = spec.build(problem.num_devices, problem.num_microbatches, problem.chunks)
-    return Schedule.of(name, orders)
+    return Schedule.of(name, spec.orders(problem))
