@@ -122,7 +122,7 @@ class Plan:
         fmt = data.get("format")
         if "actions" not in data and "stages" in data and fmt in (None, FORMAT):
             raise InvalidInputError(
-                "plan.actions: missing: this is a problem file (no schedule); plan it with "
+                "plan.actions: missing or not a list: this is a problem file (no schedule); plan it with "
                 "`parplan plan --problem FILE`, or check a plan against it with "
                 "`parplan check --problem FILE PLAN.json`"
             )

@@ -151,7 +151,9 @@ def _problem_name(data: dict[str, object]) -> object:
     return data.get("name", "")
 
 
-def _unknown(obj: object, allowed: frozenset[str], where: str, what: str) -> None:
+def _unknown(
+    obj: object, allowed: frozenset[str], where: str, what: str, shown: frozenset[str] | None = None
+) -> None:
     if not isinstance(obj, dict):
         return  # the parser reports the wrong type with its path
     for key in obj:
@@ -159,7 +161,9 @@ def _unknown(obj: object, allowed: frozenset[str], where: str, what: str) -> Non
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
             path = f"{where}.{key}" if where else str(key)
-            raise InvalidInputError(f"{path}: unknown key; {hint}{what} has {', '.join(sorted(allowed))}")
+            raise InvalidInputError(
+                f"{path}: unknown key; {hint}{what} has {', '.join(sorted(shown or allowed))}"
+            )
 
 
 def _items(obj: object, key: str) -> Iterable[tuple[int, object]]:
@@ -169,7 +173,13 @@ def _items(obj: object, key: str) -> Iterable[tuple[int, object]]:
 
 def _refuse_unknown(data: dict[str, object]) -> None:
     """Every key at every level is one the format defines (a typo would otherwise be ignored)."""
-    _unknown(data, PROBLEM_KEYS | PLAN_ONLY_KEYS, "", "a problem file")
+    _unknown(
+        data,
+        PROBLEM_KEYS | PLAN_ONLY_KEYS,
+        "",
+        f"a problem file (plan files also have {', '.join(sorted(PLAN_ONLY_KEYS))}, ignored here)",
+        PROBLEM_KEYS,
+    )
     for i, d in _items(data, "devices"):
         _unknown(d, _DEVICE_KEYS, f"devices[{i}]", "a device")
     for i, s in _items(data, "stages"):
