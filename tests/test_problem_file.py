@@ -85,6 +85,29 @@ def test_placement_is_inferred_from_the_layout_when_the_file_omits_it(tmp_path: 
     assert read_problem(_write(tmp_path, data)).placement == "graph"
 
 
+def test_an_irregular_placed_problem_is_planned_to_its_optimum(tmp_path: Path) -> None:
+    # Stages 0 and 2 on device 0, stage 1 on device 1, F=I=W=1 except stage 1 (F=2, I=2), comm 0.5
+    # on 0->1, two micro-batches. Device 0 has 12 units of work, but before the first F of stage 2
+    # can start at 1 + 0.5 + 2 = 3.5 it only has the two F of stage 0 (2 units): it idles >= 1.5,
+    # so the makespan is >= 13.5, which a schedule meets. No expert schedule knows this layout.
+    cost = {"F": 1, "I": 1, "W": 1}
+    data = {
+        "devices": [{"index": 0}, {"index": 1}],
+        "stages": [
+            {"index": 0, "device": 0, "cost": cost},
+            {"index": 1, "device": 1, "cost": {"F": 2, "I": 2, "W": 1}},
+            {"index": 2, "device": 0, "cost": cost},
+        ],
+        "edges": [{"src": 0, "dst": 1, "comm": 0.5}, {"src": 1, "dst": 2}],
+        "microbatches": [{"index": j, "stages": [0, 1, 2]} for j in range(2)],
+    }
+    path = _write(tmp_path, data, "irregular.json")
+    q = read_problem(path)
+    assert (q.placement, q.name) == ("graph", "irregular")  # no name in the file: the file's stem
+    doc = _json("plan", "--problem", path, "--time-limit", "3", "--deterministic")
+    assert doc["makespan"] == 13.5 and doc["lower_bound"] == 13.5
+
+
 def test_a_placement_the_stages_do_not_follow_is_refused(tmp_path: Path) -> None:
     data = problem_to_json(synthetic_problem(pp=4, microbatches=8, placement="v"))
     data["placement"] = "interleaved"
@@ -195,6 +218,10 @@ def test_problem_with_problem_options_names_the_conflict(tmp_path: Path) -> None
             "format: 'parplan.graph/1' is an operator graph: give",
         ),
         (lambda d: d["stages"][2].update(wgrad_mem=2), "stages[2].wgrad_mem: 2.0 exceeds act_mem 1.0"),
+        (
+            lambda d: d["stages"][2].update(cost={"F": 1, "B": 2}),
+            "stages[2].cost: only B, but stage(s) 0, 1, 3 have I and W",
+        ),
     ],
 )
 def test_bad_problem_files_get_path_qualified_messages(tmp_path: Path, edit, message: str) -> None:  # type: ignore[no-untyped-def]

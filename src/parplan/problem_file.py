@@ -56,8 +56,12 @@ _OTHER_FORMATS = {
 _FIXED_PLACEMENTS = ("linear", "interleaved", "v", "bidirectional")
 
 
-def problem_from_json(data: object, source: dict[str, object] | None = None) -> PipelineProblem:
+def problem_from_json(
+    data: object, source: dict[str, object] | None = None, default_name: str = ""
+) -> PipelineProblem:
     """Read a problem object (a plan file or its problem part); errors name the path of the field.
+
+    ``source`` becomes the problem's provenance; ``default_name`` its name when the file has none.
 
     Raises
     ------
@@ -83,10 +87,12 @@ def problem_from_json(data: object, source: dict[str, object] | None = None) -> 
             raise InvalidInputError(f"{key}: missing{hint}")
     problem_data = {k: v for k, v in data.items() if k in PROBLEM_KEYS and k != "format"}
     problem_data.pop("name", None)
-    problem_data["name"] = _problem_name(data)
+    problem_data["name"] = _problem_name(data) or default_name
     given_placement = problem_data.pop("placement", None)
     given_chunks = problem_data.pop("chunks", None)
     problem = PipelineProblem.from_json(problem_data, "")
+    if "split_backward" not in data:
+        _refuse_mixed_backward(problem)
     placement, chunks = _placement(problem, given_placement, given_chunks)
     return PipelineProblem(
         devices=problem.devices,
@@ -121,9 +127,10 @@ def read_problem(path: str | Path) -> PipelineProblem:
     except UnicodeDecodeError:
         raise InvalidInputError(f"{path}: not a text file (JSON expected)") from None
     try:
-        return problem_from_json(data, {"kind": "file", "path": str(path)})
+        problem = problem_from_json(data, {"kind": "file", "path": str(path)}, default_name=path.stem)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{path}: {exc}") from None
+    return problem
 
 
 def problem_to_json(problem: PipelineProblem) -> dict[str, object]:
@@ -193,6 +200,17 @@ def _refuse_unknown(data: dict[str, object]) -> None:
         _unknown(e, _EDGE_KEYS, f"edges[{k}]", "an edge")
     for k, m in _items(data, "microbatches"):
         _unknown(m, _MICROBATCH_KEYS, f"microbatches[{k}]", "a micro-batch")
+
+
+def _refuse_mixed_backward(problem: PipelineProblem) -> None:
+    """Without ``split_backward``, stages with I and W beside B-only ones would lose their I and W."""
+    split = [s.index for s in problem.stages if s.cost.is_split]
+    if split and len(split) != problem.num_stages:
+        whole = [s.index for s in problem.stages if not s.cost.is_split]
+        raise InvalidInputError(
+            f"stages[{whole[0]}].cost: only B, but stage(s) {', '.join(map(str, split[:6]))} have I and W; "
+            "give every stage I and W, or set split_backward: false to schedule B everywhere"
+        )
 
 
 def _expected_devices(placement: str, num_stages: int, num_devices: int) -> tuple[int, ...] | None:
