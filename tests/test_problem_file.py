@@ -310,3 +310,15 @@ def test_objective_names_go_to_the_planner_unchanged(tmp_path: Path) -> None:
         pytest.skip("--objective span is not in the planner yet")
     doc = _json("plan", "--problem", _write(tmp_path, _profile()), "--objective", "span", "--time-limit", "3")
     assert doc["makespan"] > 0
+
+
+def test_check_against_a_smaller_problem_reports_no_metrics(tmp_path: Path) -> None:
+    _invoke("compare", "--pp", "4", "-m", "8", "--schedules", "zb-h1", "-o", tmp_path / "plans")
+    two = write_problem(synthetic_problem(pp=2, microbatches=8), tmp_path / "two.json")
+    result = runner.invoke(
+        app, ["check", "--problem", str(two), str(tmp_path / "plans" / "zb-h1.json"), "--json"]
+    )
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert not doc["valid"] and doc["makespan"] is None
+    assert doc["problem_differences"][:3] == ["devices: 4 -> 2", "stages: 4 -> 2", "edge 1->2 removed"]

@@ -324,8 +324,16 @@ def problem_differences(own: PipelineProblem, other: PipelineProblem, limit: int
     edges_own = {(e.src, e.dst): e.comm for e in own.edges}
     edges_other = {(e.src, e.dst): e.comm for e in other.edges}
     for key in sorted(set(edges_own) | set(edges_other)):
-        if edges_own.get(key) != edges_other.get(key):
-            out.append(f"edge {key[0]}->{key[1]} comm {edges_own.get(key)} -> {edges_other.get(key)}")
+        x, y = edges_own.get(key), edges_other.get(key)
+        if x != y:
+            where = f"edge {key[0]}->{key[1]}"
+            out.append(
+                f"{where} removed"
+                if y is None
+                else f"{where} added"
+                if x is None
+                else f"{where} comm {x} -> {y}"
+            )
     for m_own, m_other in zip(own.microbatches, other.microbatches, strict=False):
         if m_own.stages != m_other.stages:
             out.append(f"microbatches[{m_own.index}].stages {list(m_own.stages)} -> {list(m_other.stages)}")
