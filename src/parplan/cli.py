@@ -94,6 +94,26 @@ Devices = Annotated[int | None, typer.Option(help="Devices to place the graph on
 Groups = Annotated[
     int | None, typer.Option(help="Op groups after merging (default: 2 per device).", rich_help_panel=G_GR)
 ]
+StageCosts = Annotated[
+    str | None,
+    typer.Option(
+        help="Per-stage pass times, one ';'-separated group per stage in stage order, each like --costs "
+        "(F, I, W, B, FB) plus A= and Wg= memory; a group lists what differs from --costs, e.g. "
+        "';;;F=1.4,W=1.7' for a heavier last of 4 stages.",
+        rich_help_panel=G_SYN,
+    ),
+]
+G_FILE = "Problem file"
+ProblemFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--problem",
+        help="A parplan.plan/1 file (its actions and metrics ignored) or its problem part alone: devices, "
+        "stages with their costs and memory, edges, micro-batch routes. Takes no other PROBLEM option; "
+        "--memory-limit replaces every device's limit.",
+        rich_help_panel=G_FILE,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
@@ -308,6 +328,7 @@ def compare(
     placement: Placement = None,
     chunks: Chunks = None,
     costs: Costs = None,
+    stage_costs: StageCosts = None,
     comm: Comm = None,
     act_mem: ActMem = None,
     wgrad_mem: WgradMem = None,
@@ -322,6 +343,7 @@ def compare(
     random_dag: RandomDag = None,
     devices: Devices = None,
     groups: Groups = None,
+    problem_file: ProblemFile = None,
     memory_limit: Annotated[
         str | None,
         typer.Option(help="Per-device memory limit: bytes with a unit (40GB, 32GiB) or plain units."),
@@ -396,6 +418,8 @@ _PROBLEM_KEYS = tuple(f.name for f in fields(ProblemSpec))
 def _problem_kwargs(values: dict[str, Any]) -> dict[str, Any]:
     kw = {k: values.get(k) for k in _PROBLEM_KEYS}
     kw["memory_limit"] = _mem(kw["memory_limit"])
+    path = values.get("problem_file")
+    kw["problem"] = None if path is None else str(path)
     return kw
 
 
@@ -459,7 +483,7 @@ def plan(
         str | None,
         typer.Option(help="Per-device memory limit: bytes with a unit (40GB, 32GiB) or plain units."),
     ] = None,
-    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds.")] = 30.0,
+    time_limit: Annotated[float, typer.Option(help="Time limit of the whole command in seconds.")] = 30.0,
     backend: Annotated[str, typer.Option(help="cpsat | highs | gurobi.")] = "cpsat",
     workers: Annotated[int, typer.Option(help="Solver threads.")] = 2,
     fused: Annotated[bool, typer.Option("--fused", help="Allow DualPipe-style fused F&B tasks.")] = False,
@@ -486,6 +510,7 @@ def plan(
     placement: Placement = None,
     chunks: Chunks = None,
     costs: Costs = None,
+    stage_costs: StageCosts = None,
     comm: Comm = None,
     act_mem: ActMem = None,
     wgrad_mem: WgradMem = None,
@@ -500,6 +525,7 @@ def plan(
     random_dag: RandomDag = None,
     devices: Devices = None,
     groups: Groups = None,
+    problem_file: ProblemFile = None,
 ) -> None:
     """Solve a PROBLEM with the planner (MIP); never worse than the best applicable expert schedule."""
 
@@ -631,28 +657,54 @@ def _joint(  # type: ignore[no-untyped-def]
 @app.command()
 def check(
     plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
+    problem_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--problem",
+            help="Check the plan's actions against this problem file instead of the plan's own problem "
+            "(durations, precedence with communication, memory limits; the plan's claimed metrics are "
+            "not compared, they describe its own problem).",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Validate a plan file independently and print its metrics (exit 2 when invalid)."""
 
     def body() -> None:
         from parplan.plan import read_plan
-        from parplan.simulate import compute_metrics
+        from parplan.simulate import compute_metrics, validate
 
         p = read_plan(plan_file)
-        errors = p.validate()
-        real = compute_metrics(p.problem, p.timed)
-        if json_:
-            _emit_json(
-                {
-                    "valid": not errors,
-                    "errors": errors,
-                    "makespan": real.makespan,
-                    "bubble_ratio": real.bubble_ratio,
-                    "peak_memory_per_device": list(real.peak_memory_per_device),
-                }
-            )
+        problem, differences = p.problem, []
+        if problem_file is None:
+            errors = p.validate()
         else:
+            from parplan.problem_file import problem_differences, read_problem
+
+            problem = read_problem(problem_file)
+            differences = problem_differences(p.problem, problem)
+            errors = [str(v) for v in validate(problem, p.timed)]
+        real = compute_metrics(problem, p.timed) if not _mismatched(problem, p) else None
+        if json_:
+            doc: dict[str, Any] = {
+                "valid": not errors,
+                "errors": errors,
+                "makespan": real.makespan if real else None,
+                "bubble_ratio": real.bubble_ratio if real else None,
+                "peak_memory_per_device": list(real.peak_memory_per_device) if real else None,
+            }
+            if problem_file is not None:
+                doc["problem"] = str(problem_file)
+                doc["problem_differences"] = differences
+            _emit_json(doc)
+        else:
+            if problem_file is not None:
+                against = f"against {problem_file}" + (
+                    f", which differs from the plan's own problem in: {'; '.join(differences)}"
+                    if differences
+                    else " (the same problem as the plan's own)"
+                )
+                err.print(f"checking {plan_file} {against}", highlight=False, markup=False)
             if errors:
                 err.print(f"[bold red]invalid plan[/] {plan_file}: {len(errors)} error(s)")
                 for e in errors[:20]:
@@ -661,16 +713,29 @@ def check(
                     err.print(f"  ... and {len(errors) - 20} more")
             else:
                 out.print(f"[green]valid[/] {plan_file}")
-            unit, mu = p.problem.time_unit, p.problem.memory_unit
-            out.print(
-                f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
-                f"peak memory per device: {', '.join(_fmt(x, mu) for x in real.peak_memory_per_device)}",
-                highlight=False,
-            )
+            unit, mu = problem.time_unit, problem.memory_unit
+            if real is not None:
+                out.print(
+                    f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
+                    f"peak memory per device: {', '.join(_fmt(x, mu) for x in real.peak_memory_per_device)}",
+                    highlight=False,
+                )
         if errors:
             raise typer.Exit(2)  # an invalid plan is bad input
 
     _run(body)
+
+
+def _mismatched(problem: Any, plan: Any) -> bool:
+    """Whether the plan's actions name devices, stages or micro-batches the problem lacks (no metrics)."""
+    return any(
+        not 0 <= t.device < problem.num_devices
+        or any(
+            not (0 <= a.stage < problem.num_stages and 0 <= a.microbatch < problem.num_microbatches)
+            for a in t.action.plain()
+        )
+        for t in plan.timed
+    )
 
 
 @app.command()
@@ -727,7 +792,7 @@ def fjsp(
     file: Annotated[
         Path, typer.Argument(metavar="FILE", help="OR-Library job shop or .fjs flexible job shop.")
     ],
-    time_limit: Annotated[float, typer.Option(help="Solver time limit in seconds.")] = 30.0,
+    time_limit: Annotated[float, typer.Option(help="Time limit of the whole command in seconds.")] = 30.0,
     workers: Annotated[int, typer.Option(help="Solver threads.")] = 2,
     json_: JsonOpt = False,
 ) -> None:

@@ -120,6 +120,12 @@ class Plan:
         if not isinstance(data, dict):
             raise InvalidInputError("plan: must be a JSON object")
         fmt = data.get("format")
+        if "actions" not in data and "stages" in data and fmt in (None, FORMAT):
+            raise InvalidInputError(
+                "plan.actions: missing or not a list: this is a problem file (no schedule); plan it with "
+                "`parplan plan --problem FILE`, or check a plan against it with "
+                "`parplan check --problem FILE PLAN.json`"
+            )
         if fmt != FORMAT:
             raise InvalidInputError(f"plan.format: expected {FORMAT!r}, got {fmt!r}")
         problem_data = dict(data)

@@ -25,7 +25,7 @@ PLACEMENTS = ("linear", "interleaved", "v", "bidirectional", "free", "graph")
 
 def _check_nonneg(where: str, value: float | None) -> None:
     if value is not None and not value >= 0:
-        raise InvalidInputError(f"{where}: must be >= 0, got {value}")
+        raise InvalidInputError(f"{where}: must be >= 0, got {value:g}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,7 +101,8 @@ class PassTimes:
         try:
             return PassTimes(**vals)
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}.{exc}") from None
+            # PassTimes names its field "cost.F": keep only the field after the caller's path
+            raise InvalidInputError(f"{where}{str(exc).removeprefix('cost')}") from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,33 +404,38 @@ def _replace(problem: PipelineProblem, **changes: object) -> PipelineProblem:
     return PipelineProblem(**fields)  # type: ignore[arg-type]
 
 
+def _at(where: str, key: str) -> str:
+    """The path of ``key`` inside ``where`` ("" is the top of a file: no leading dot)."""
+    return f"{where}.{key}" if where else key
+
+
 def _get(obj: object, key: str, where: str, kind: type | tuple[type, ...], default: object = ...) -> object:
     if not isinstance(obj, dict):
-        raise InvalidInputError(f"{where}: must be an object")
+        raise InvalidInputError(f"{where or 'problem'}: must be an object")
     if key not in obj:
         if default is ...:
-            raise InvalidInputError(f"{where}.{key}: missing")
+            raise InvalidInputError(f"{_at(where, key)}: missing")
         return default
     value = obj[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if value is not None and not isinstance(value, kind):
         want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise InvalidInputError(f"{where}.{key}: must be {want}, got {value!r}")
+        raise InvalidInputError(f"{_at(where, key)}: must be {want}, got {value!r}")
     return value
 
 
 def _num(obj: object, key: str, where: str, default: object = ...) -> float | None:
     value = _get(obj, key, where, (int, float), default)
     if isinstance(value, bool):
-        raise InvalidInputError(f"{where}.{key}: must be a number, got {value!r}")
+        raise InvalidInputError(f"{_at(where, key)}: must be a number, got {value!r}")
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _int(obj: object, key: str, where: str, default: object = ...) -> int | None:
     value = _get(obj, key, where, int, default)
     if isinstance(value, bool):
-        raise InvalidInputError(f"{where}.{key}: must be an integer, got {value!r}")
+        raise InvalidInputError(f"{_at(where, key)}: must be an integer, got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -440,10 +446,10 @@ def _list(obj: object, key: str, where: str, default: object = ...) -> list[obje
 
 def _problem_from_json(data: dict[str, object], where: str) -> PipelineProblem:
     if not isinstance(data, dict):
-        raise InvalidInputError(f"{where}: must be a JSON object")
+        raise InvalidInputError(f"{where or 'problem'}: must be a JSON object")
     devices = []
     for i, d in enumerate(_list(data, "devices", where)):
-        w = f"{where}.devices[{i}]"
+        w = _at(where, f"devices[{i}]")
         devices.append(
             Device(
                 index=_int(d, "index", w, i) or 0,
@@ -453,7 +459,7 @@ def _problem_from_json(data: dict[str, object], where: str) -> PipelineProblem:
         )
     stages = []
     for i, s in enumerate(_list(data, "stages", where)):
-        w = f"{where}.stages[{i}]"
+        w = _at(where, f"stages[{i}]")
         cost = PassTimes.from_json(_get(s, "cost", w, dict), f"{w}.cost")  # type: ignore[arg-type]
         dcosts = tuple(
             PassTimes.from_json(c, f"{w}.device_costs[{k}]")  # type: ignore[arg-type]
@@ -475,21 +481,18 @@ def _problem_from_json(data: dict[str, object], where: str) -> PipelineProblem:
                 )
             )
         except InvalidInputError as exc:
-            raise InvalidInputError(f"{where}.{exc}") from None
+            raise InvalidInputError(_at(where, str(exc))) from None
     edges = []
     for k, e in enumerate(_list(data, "edges", where, [])):
-        w = f"{where}.edges[{k}]"
-        edges.append(
-            StageEdge(
-                src=_int(e, "src", w) or 0,
-                dst=_int(e, "dst", w) or 0,
-                comm=_num(e, "comm", w, 0.0) or 0.0,
-                bytes=_num(e, "bytes", w, 0.0) or 0.0,
-            )
-        )
+        w = _at(where, f"edges[{k}]")
+        src, dst = _int(e, "src", w) or 0, _int(e, "dst", w) or 0
+        comm, nbytes = _num(e, "comm", w, 0.0) or 0.0, _num(e, "bytes", w, 0.0) or 0.0
+        for name, value in (("comm", comm), ("bytes", nbytes)):
+            _check_nonneg(f"{w}.{name}", value)
+        edges.append(StageEdge(src=src, dst=dst, comm=comm, bytes=nbytes))
     mbs = []
     for k, m in enumerate(_list(data, "microbatches", where)):
-        w = f"{where}.microbatches[{k}]"
+        w = _at(where, f"microbatches[{k}]")
         st = _list(m, "stages", w)
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in st):
             raise InvalidInputError(f"{w}.stages: must be a list of stage indices")

@@ -2,6 +2,8 @@
 
 A ``ProblemSpec`` holds what the user asked for (the CLI fills it from options); ``build_problem``
 turns it into a PipelineProblem, refusing option combinations that would be silently ignored.
+A problem file (``--problem FILE.json``) takes no other PROBLEM option except ``--memory-limit``,
+which replaces the memory limit of every device in the file.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class ProblemSpec:
     placement: str | None = None
     chunks: int | None = None
     costs: str | None = None
+    stage_costs: str | None = None
     comm: float | None = None
     act_mem: float | None = None
     wgrad_mem: float | None = None
@@ -38,6 +41,8 @@ class ProblemSpec:
     random_dag: str | None = None
     devices: int | None = None
     groups: int | None = None
+    # a problem file (a parplan.plan/1 file or its problem part)
+    problem: str | None = None
     # limits
     memory_limit: float | None = None
 
@@ -46,6 +51,8 @@ class ProblemSpec:
 
     @property
     def kind(self) -> str:
+        if self.problem is not None:
+            return "file"
         if self.model is not None:
             return "model"
         if self.graph is not None or self.random_dag is not None:
@@ -62,6 +69,7 @@ _ALLOWED = {
         "placement",
         "chunks",
         "costs",
+        "stage_costs",
         "comm",
         "act_mem",
         "wgrad_mem",
@@ -92,6 +100,7 @@ _ALLOWED = {
         "memory_limit",
         "comm",
     },
+    "file": {"problem", "memory_limit"},
 }
 
 
@@ -99,9 +108,12 @@ def _refuse_ignored(spec: ProblemSpec) -> None:
     allowed = _ALLOWED[spec.kind]
     extra = sorted(set(spec.given()) - allowed)
     if extra:
-        what = {"synthetic": "a synthetic pipeline", "model": "--model", "graph": "--graph/--random-dag"}[
-            spec.kind
-        ]
+        what = {
+            "synthetic": "a synthetic pipeline",
+            "model": "--model",
+            "graph": "--graph/--random-dag",
+            "file": "--problem (the file gives the whole problem; edit it instead)",
+        }[spec.kind]
         raise InvalidInputError(
             f"{', '.join(_OPTION[e] for e in extra)}: not used with {what}; remove "
             f"{'it' if len(extra) == 1 else 'them'} (accepted here: "
@@ -122,7 +134,16 @@ def build_problem(spec: ProblemSpec) -> PipelineProblem:
         return _synthetic(spec)
     if spec.kind == "model":
         return _model(spec)
+    if spec.kind == "file":
+        return _file(spec)
     return _graph(spec)
+
+
+def _file(spec: ProblemSpec) -> PipelineProblem:
+    from parplan.problem_file import read_problem
+
+    problem = read_problem(spec.problem or "")
+    return problem if spec.memory_limit is None else problem.with_memory_limit(spec.memory_limit)
 
 
 def _synthetic(spec: ProblemSpec) -> PipelineProblem:
@@ -138,6 +159,7 @@ def _synthetic(spec: ProblemSpec) -> PipelineProblem:
         microbatches=spec.microbatches,
         placement=spec.placement or "linear",
         costs=spec.costs or "F=1,I=1,W=1",
+        stage_costs=spec.stage_costs,
         chunks=spec.chunks,
         comm=spec.comm or 0.0,
         act_mem=1.0 if spec.act_mem is None else spec.act_mem,
