@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from parplan.errors import InvalidInputError
+from parplan.placement import chains, expected_devices, routes
 from parplan.problem import PipelineProblem
 
 PLAN_FORMAT = "parplan.plan/1"
@@ -213,44 +214,25 @@ def _refuse_mixed_backward(problem: PipelineProblem) -> None:
         )
 
 
-def _expected_devices(placement: str, num_stages: int, num_devices: int) -> tuple[int, ...] | None:
-    """The device of every stage under a fixed placement (synthetic.py's rules), or None if the
-    stage count does not fit it."""
-    p, n = num_devices, num_stages
-    if placement == "linear":
-        return tuple(range(p)) if n == p else None
-    if placement == "interleaved":
-        return tuple(s % p for s in range(n)) if n % p == 0 and n >= 2 * p else None
-    if n != 2 * p:
-        return None
-    return tuple(s if s < p else 2 * p - 1 - s for s in range(n))  # v and bidirectional
-
-
 def _layout_error(problem: PipelineProblem, placement: str) -> str | None:
     """Why the stages, edges and routes are not ``placement``'s layout, or None when they are."""
     p, n = problem.num_devices, problem.num_stages
-    want = _expected_devices(placement, n, p)
+    want = expected_devices(placement, n, p)
     if want is None:
         return f"{n} stages on {p} devices do not fit it"
     for s, stage in enumerate(problem.stages):
         if stage.device != want[s]:
             return f"stages[{s}].device is {stage.device}, {placement} puts stage {s} on device {want[s]}"
-    if placement == "bidirectional":
-        down, up = tuple(range(p)), tuple(range(p, n))
-        chains = [down, up]
-        half = problem.num_microbatches // 2
-        routes = [down if j < half else up for j in range(problem.num_microbatches)]
-    else:
-        chains = [tuple(range(n))]
-        routes = [chains[0]] * problem.num_microbatches
+    chain_list = chains(placement, n, p)
+    route_list = routes(placement, n, p, problem.num_microbatches)
     edges = {(e.src, e.dst) for e in problem.edges}
-    chain_edges = {(c[k], c[k + 1]) for c in chains for k in range(len(c) - 1)}
+    chain_edges = {(c[k], c[k + 1]) for c in chain_list for k in range(len(c) - 1)}
     if edges != chain_edges:
         extra = sorted(edges - chain_edges) or sorted(chain_edges - edges)
         return f"its edges are not the {placement} chain (first difference: {extra[0][0]}->{extra[0][1]})"
     for j, mb in enumerate(problem.microbatches):
-        if mb.stages != routes[j]:
-            return f"microbatches[{j}].stages is {list(mb.stages)}, {placement} routes it through {list(routes[j])}"
+        if mb.stages != route_list[j]:
+            return f"microbatches[{j}].stages is {list(mb.stages)}, {placement} routes it through {list(route_list[j])}"
     return None
 
 

@@ -14,10 +14,12 @@ activation for one micro-batch. Placements:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from parplan.errors import InvalidInputError
+from parplan.placement import chains, resolve_chunks, routes, stage_device
 from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
 
 SYNTHETIC_PLACEMENTS = ("linear", "interleaved", "v", "bidirectional", "free")
@@ -171,35 +173,11 @@ def synthetic_problem(
         raise InvalidInputError(
             f"--placement: unknown {placement!r}; choose one of {', '.join(SYNTHETIC_PLACEMENTS)}"
         )
-    if placement in ("v", "bidirectional"):
-        if chunks not in (None, 2):
-            raise InvalidInputError(f"--chunks: placement {placement} always has 2 stages per device")
-        chunks = 2
-    elif placement == "interleaved":
-        chunks = 2 if chunks is None else chunks
-        if chunks < 2:
-            raise InvalidInputError(f"--chunks: interleaved placement needs >= 2 chunks, got {chunks}")
-    else:
-        chunks = 1 if chunks is None else chunks
-        if chunks < 1:
-            raise InvalidInputError(f"--chunks: must be >= 1, got {chunks}")
-        if placement == "linear" and chunks != 1:
-            raise InvalidInputError("--chunks: linear placement has one stage per device; use interleaved")
+    chunks = resolve_chunks(placement, chunks)
 
     num_stages = pp * chunks
     overrides = _check_overrides(stage_costs, num_stages, placement, pp, act_mem, wgrad_mem)
     split = all(o.cost.is_split for o in overrides) if overrides else costs.is_split
-
-    def device_of(s: int) -> int | None:
-        if placement == "linear":
-            return s
-        if placement == "interleaved":
-            return s % pp
-        if placement == "v":
-            return s if s < pp else 2 * pp - 1 - s
-        if placement == "bidirectional":
-            return s if s < pp else 2 * pp - 1 - s
-        return None
 
     def stage(s: int) -> Stage:
         own = overrides[s] if overrides else StageOverride(cost=costs)
@@ -208,7 +186,7 @@ def synthetic_problem(
         return Stage(
             index=s,
             name=f"stage{s}",
-            device=device_of(s),
+            device=stage_device(placement, pp, s),
             cost=own.cost,
             act_mem=act,
             wgrad_mem=wgrad if split else 0.0,
@@ -216,23 +194,20 @@ def synthetic_problem(
         )
 
     stages = tuple(stage(s) for s in range(num_stages))
-    if placement == "bidirectional":
-        if microbatches % 2:
-            raise InvalidInputError(
-                f"--microbatches: bidirectional placement splits micro-batches between two directions; "
-                f"{microbatches} is odd, use an even number"
-            )
-        down = tuple(range(pp))
-        up = tuple(range(pp, 2 * pp))
-        edges = tuple(StageEdge(src=s, dst=s + 1, comm=comm) for s in down[:-1]) + tuple(
-            StageEdge(src=s, dst=s + 1, comm=comm) for s in up[:-1]
+    if placement == "bidirectional" and microbatches % 2:
+        raise InvalidInputError(
+            f"--microbatches: bidirectional placement splits micro-batches between two directions; "
+            f"{microbatches} is odd, use an even number"
         )
-        half = microbatches // 2
-        mbs = tuple(Microbatch(index=j, stages=down if j < half else up) for j in range(microbatches))
-    else:
-        edges = tuple(StageEdge(src=s, dst=s + 1, comm=comm) for s in range(num_stages - 1))
-        everything = tuple(range(num_stages))
-        mbs = tuple(Microbatch(index=j, stages=everything) for j in range(microbatches))
+    edges = tuple(
+        StageEdge(src=a, dst=b, comm=comm)
+        for chain in chains(placement, num_stages, pp)
+        for a, b in itertools.pairwise(chain)
+    )
+    mbs = tuple(
+        Microbatch(index=j, stages=route)
+        for j, route in enumerate(routes(placement, num_stages, pp, microbatches))
+    )
     return PipelineProblem(
         devices=tuple(Device(index=d, name=f"d{d}", memory_limit=memory_limit) for d in range(pp)),
         stages=stages,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from parplan.cost.memory import training_state_bytes
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import OpGraph
+from parplan.placement import chains, resolve_chunks, routes, stage_device
 from parplan.problem import Device, Microbatch, PipelineProblem, Stage, StageEdge
 
 MODEL_PLACEMENTS = ("linear", "interleaved", "v", "bidirectional", "free")
@@ -155,23 +157,6 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInputError(f"--{name}: must be an integer >= {minimum}, got {value!r}")
     return value
-
-
-def _resolve_chunks(placement: str, chunks: int | None) -> int:
-    """Stages per device, with the same rules as ``parplan.synthetic``."""
-    if placement in ("v", "bidirectional"):
-        if chunks not in (None, 2):
-            raise InvalidInputError(f"--chunks: placement {placement} always has 2 stages per device")
-        return 2
-    if placement == "interleaved":
-        chunks = 2 if chunks is None else _check_int("chunks", chunks, 1)
-        if chunks < 2:
-            raise InvalidInputError(f"--chunks: interleaved placement needs >= 2 chunks, got {chunks}")
-        return chunks
-    chunks = 1 if chunks is None else _check_int("chunks", chunks, 1)
-    if placement == "linear" and chunks != 1:
-        raise InvalidInputError("--chunks: linear placement has one stage per device; use interleaved")
-    return chunks
 
 
 def _check_profile(profile: Profile, graph: OpGraph, dtype: str) -> None:
@@ -321,7 +306,7 @@ def model_problem(
             f"--microbatches: bidirectional placement splits micro-batches between two directions; "
             f"{microbatches} is odd, use an even number"
         )
-    chunks = _resolve_chunks(placement, chunks)
+    chunks = resolve_chunks(placement, chunks)
     if profile is not None:
         _check_profile(profile, graph, dtype)
     model = CostModel(cluster, dtype, efficiency, profile)
@@ -341,15 +326,11 @@ def model_problem(
 
     # Devices each part runs on (the partition balances the worst of them).
     def part_devices(j: int) -> tuple[int, ...]:
-        if placement == "linear":
-            return (j,)
-        if placement == "interleaved":
-            return (j % pp,)
-        if placement == "v":
-            return (j if j < pp else 2 * pp - 1 - j,)
-        if placement == "bidirectional":
-            return tuple(sorted({j, pp - 1 - j}))
-        return tuple(range(pp))  # free
+        if placement == "free":
+            return tuple(range(pp))
+        # bidirectional: part j runs down on stage j and up on stage pp + j
+        stages_of_part = (j, pp + j) if placement == "bidirectional" else (j,)
+        return tuple(sorted({stage_device(placement, pp, s) or 0 for s in stages_of_part}))
 
     # Unit costs F + B per device, computed once per distinct device type.
     cache: dict[Any, list[float]] = {}
@@ -385,15 +366,11 @@ def model_problem(
             cut_bytes[c] += max(b for v, b in out.items() if part_of[v] > c)
 
     # Stages.
-    if placement == "bidirectional":
-        stage_part = list(range(pp)) + list(range(pp))
-        stage_device: list[int | None] = [*range(pp), *(pp - 1 - k for k in range(pp))]
-    else:
-        stage_part = list(range(num_parts))
-        stage_device = [None if placement == "free" else part_devices(j)[0] for j in range(num_parts)]
+    stage_part = list(range(pp)) * 2 if placement == "bidirectional" else list(range(num_parts))
+    stage_device_of = [stage_device(placement, pp, s) for s in range(len(stage_part))]
     stages = []
     hetero = not cluster.subset(pp).is_homogeneous
-    for s, (j, dev) in enumerate(zip(stage_part, stage_device)):
+    for s, (j, dev) in enumerate(zip(stage_part, stage_device_of)):
         first, last = graph.ops[part_ops[j][0]], graph.ops[part_ops[j][-1]]
         stages.append(
             stage_from_ops(
@@ -416,27 +393,24 @@ def model_problem(
     slow = cluster.group_link(range(pp))
 
     def comm(src: int, dst: int, nbytes: float) -> float:
-        a, b = stage_device[src], stage_device[dst]
+        a, b = stage_device_of[src], stage_device_of[dst]
         if a is None or b is None:
             return slow.time(nbytes) if nbytes > 0 else 0.0
         return model.p2p_time(a, b, nbytes)
 
-    edges = []
-    if placement == "bidirectional":
-        for k in range(pp - 1):
-            for s in (k, pp + k):
-                edges.append(
-                    StageEdge(src=s, dst=s + 1, comm=comm(s, s + 1, cut_bytes[k]), bytes=cut_bytes[k])
-                )
-        edges.sort(key=lambda e: e.src)
-        half = microbatches // 2
-        down, up = tuple(range(pp)), tuple(range(pp, 2 * pp))
-        mbs = tuple(Microbatch(index=m, stages=down if m < half else up) for m in range(microbatches))
-    else:
-        for s in range(num_parts - 1):
-            edges.append(StageEdge(src=s, dst=s + 1, comm=comm(s, s + 1, cut_bytes[s]), bytes=cut_bytes[s]))
-        everything = tuple(range(num_parts))
-        mbs = tuple(Microbatch(index=m, stages=everything) for m in range(microbatches))
+    num_stages = len(stage_part)
+    edges = sorted(
+        (
+            StageEdge(src=a, dst=b, comm=comm(a, b, cut_bytes[stage_part[a]]), bytes=cut_bytes[stage_part[a]])
+            for chain in chains(placement, num_stages, pp)
+            for a, b in itertools.pairwise(chain)
+        ),
+        key=lambda e: e.src,
+    )
+    mbs = tuple(
+        Microbatch(index=m, stages=route)
+        for m, route in enumerate(routes(placement, num_stages, pp, microbatches))
+    )
 
     devices = tuple(
         Device(
