@@ -148,6 +148,32 @@ def test_unsplit_backward_one_activation() -> None:
     assert b.binding == "memory-warmup-drain"
 
 
+def test_per_stage_costs_and_edges_closed_form() -> None:
+    # 3 stages, 6 micro-batches; stage costs F/I/W = 1/1/1, 1/1/1, 1.5/1/0.5; comm 0.2 and 0.3;
+    # activations 1.5, 1, 1, all held until W; limit 3. Device 0 holds 2 activations: its first I
+    # starts >= 1 + 1 + 1.5 + 1 + 1 + 2 (0.2 + 0.3) = 6.5 after its first F: idle 6.5 - 2 = 4.5;
+    # after its last F the round trip 5.5 holds one other I+W (2): idle 3.5; 18 + 8 = 26. Device 1:
+    # idle 4.1 - 3 = 1.1 after its head 1.2: 20.3; device 2: head 2.5 + load 18 = 20.5 (the old
+    # best). The optimum is 28.5.
+    base = synthetic_problem(pp=3, microbatches=6)
+    costs = (
+        PassTimes(F=1, B=2, I=1, W=1),
+        PassTimes(F=1, B=2, I=1, W=1),
+        PassTimes(F=1.5, B=1.5, I=1, W=0.5),
+    )
+    stages = tuple(
+        dataclasses.replace(s, cost=c, act_mem=a, wgrad_mem=a)
+        for s, c, a in zip(base.stages, costs, (1.5, 1.0, 1.0), strict=True)
+    )
+    edges = tuple(dataclasses.replace(e, comm=x) for e, x in zip(base.edges, (0.2, 0.3), strict=True))
+    model = pipeline_model(dataclasses.replace(base, stages=stages, edges=edges).with_memory_limit(3))
+    assert model.tick == pytest.approx(0.1)
+    b = lower_bounds(model)
+    assert forced_idle(model) == {0: 80, 1: 11, 2: 0}
+    assert (b.load, b.memory_warmup_drain, b.span, b.binding) == (205, 260, 260, "memory-warmup-drain")
+    assert independent_optimum(model) == 285
+
+
 # ---------------------------------------------------------------------------- validity
 
 # seeds whose optimum CP-SAT proves in about a second at most; the bound is tight on 1, 8 (load),
