@@ -218,9 +218,86 @@ def test_binding_names() -> None:
     assert tight.binding == "memory-warmup-drain"
 
 
-@pytest.mark.parametrize("placement", ["interleaved", "v", "bidirectional"])
-def test_several_stages_per_device_keep_the_old_bounds(placement: str) -> None:
-    model = pipeline_model(synthetic_problem(pp=4, microbatches=8, placement=placement).with_memory_limit(4))
+def random_placed(seed: int) -> PipelineProblem:
+    """Like ``random_chain`` on 2-3 devices, placed linear, interleaved, V or bidirectional (two
+    stages per device but linear), limit above one micro-batch's activations on each device."""
+    rng = random.Random(seed)
+    placement = rng.choice(["v", "interleaved", "bidirectional", "linear"])
+    p = rng.randint(2, 3)
+    m = rng.randint(2, 5) * (2 if placement == "bidirectional" else 1)
+    split = rng.random() < 0.75
+    base = synthetic_problem(
+        pp=p,
+        microbatches=m,
+        placement=placement,
+        costs="F=1,I=1,W=1" if split else "F=1,B=2",
+        wgrad_mem=0.5 if split else 0.0,
+    )
+    stages = []
+    for s in base.stages:
+        f = rng.randint(5, 30) / 10
+        if split:
+            i, w = rng.randint(5, 30) / 10, rng.randint(2, 20) / 10
+            cost = PassTimes(F=f, B=i + w, I=i, W=w)
+        else:
+            cost = PassTimes(F=f, B=rng.randint(8, 50) / 10)
+        act = rng.randint(5, 20) / 10
+        wgrad = round(act * rng.choice([0, 0.3, 0.5, 1.0]), 2) if split else 0.0
+        stages.append(
+            dataclasses.replace(s, cost=cost, act_mem=act, wgrad_mem=wgrad, param_mem=rng.choice([0, 0, 0.5]))
+        )
+    edges = tuple(dataclasses.replace(e, comm=rng.randint(0, 8) / 10) for e in base.edges)
+    problem = dataclasses.replace(base, stages=tuple(stages), edges=edges)
+    per_device: dict[int | None, float] = {}
+    for st in problem.stages:
+        per_device[st.device] = per_device.get(st.device, 0.0) + st.param_mem + st.act_mem
+    limit = round(max(per_device.values()) + rng.uniform(0, 1.0) * rng.choice([1, 2, 4]), 2)
+    return problem.with_memory_limit(limit)
+
+
+# (seed, placement): optima CP-SAT proves in well under a second; 80 such cases checked by hand
+# (2-3 devices, 2-10 micro-batches), none above, tight on bidirectional ones (load binds there)
+PLACED_SEEDS = (
+    (2, "v"),
+    (4, "interleaved"),
+    (5, "bidirectional"),
+    (20, "interleaved"),
+    (22, "interleaved"),
+    (23, "bidirectional"),
+    (28, "v"),
+    (31, "v"),
+    (46, "v"),
+    (57, "v"),
+    (74, "v"),
+)
+
+
+@pytest.mark.parametrize(("seed", "placement"), PLACED_SEEDS)
+def test_two_stages_per_device_never_above_a_proven_optimum(seed: int, placement: str) -> None:
+    problem = random_placed(seed)
+    assert problem.placement == placement
+    model = pipeline_model(problem)
+    opt = independent_optimum(model)
+    assert opt is not None
+    b = lower_bounds(model)
+    assert b.best <= opt
+    assert set(forced_idle(model)) == set(range(model.num_devices))  # every device is covered
+
+
+def test_v_placement_bound_improves_on_the_load() -> None:
+    # seed 31: V on 3 devices, 2 micro-batches, unsplit backward; memory and the round trips add 153
+    # ticks of idle on device 2 (its stages 2 and 3 meet at the turn of the V): 416 against the old
+    # 264; the optimum is 449
+    model = pipeline_model(random_placed(31))
+    b = lower_bounds(model)
+    assert (b.load, b.critical_path, b.memory_warmup_drain) == (263, 264, 416)
+    assert b.binding == "memory-warmup-drain"
+    assert independent_optimum(model) == 449
+
+
+def test_three_stages_per_device_keep_the_old_bounds() -> None:
+    problem = synthetic_problem(pp=2, microbatches=4, placement="interleaved", chunks=3).with_memory_limit(3)
+    model = pipeline_model(problem)
     b = lower_bounds(model)
     assert forced_idle(model) == {}
     assert b.memory_warmup_drain == 0

@@ -162,20 +162,35 @@ def _max_fusion_saving(model: TaskModel, tasks: list[int]) -> int:
 # ---------------------------------------------------------------------------- warm-up and drain
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _StageDevice:
-    """The passes of the one stage a device holds, by micro-batch: F, its backward (I or B), its W."""
+#: The warm-up/drain bound enumerates its memory knapsacks for at most this many stages per device.
+MAX_STAGES_PER_DEVICE = 2
 
-    device: int
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Stage:
+    """The passes of one stage on a device, by micro-batch: F, its backward (I or B), its W."""
+
     group: int
     forward: dict[int, int]
     backward: dict[int, int]
     wgrad: dict[int, int]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _StageCosts:
+    """Per stage of a device: micro-batches, F / backward / W ticks, activation and wgrad quanta."""
+
+    count: int
+    f: int
+    back: int
+    w: int
+    act: float
+    wgrad: float
+
+
 def forced_idle(model: TaskModel) -> dict[int, int]:
     """Per device (fixed placement), the idle ticks memory and the round trip through later stages
-    force between its own first start and last end; only devices holding exactly one stage of a
+    force between its own first start and last end; only devices holding one or two stages of a
     pipeline model without fusion are listed (see ``_forced_idle``)."""
     if not model.is_fixed or model.fusable:
         return {}
@@ -192,95 +207,193 @@ def _forced_idle(
     dur: tuple[int, ...],
     weights: tuple[tuple[tuple[int, int], ...], ...],
 ) -> dict[int, int]:
-    """Idle ticks that memory and the round trip through later stages force on a device between its
-    own first start and last end, for every device holding exactly one stage (linear placements).
+    """Idle ticks that memory and the round trips through other stages force on a device between its
+    own first start S_0 and last end, for every device holding one or two stages.
 
-    Let the device hold stage s with m forwards of duration F, backwards (I, or B) of duration I and
-    weight passes of duration W (0 without a split backward); R = the longest path from the start of
-    an F to the start of its own I (through every later stage and back, communication included),
-    T = R - F. Let k be the most activations its memory can hold at once (static + k act <= limit).
+    Each F of stage g holds act_g until its backward (I, or B) ends, wgrad_g of it until its W ends;
+    room = limit - static memory; paths are longest paths of one micro-batch, start to start.
 
-    Warm-up: before the device's first I starts, at S_I >= S_0 + R (S_0 its first start), only
-    forwards can run (W needs its I), and every forward started before S_I still holds its
-    activation, so at most min(k, m) of them: idle in [S_0, S_I) >= R - min(k, m) F.
+    Warm-up: before the device's first backward starts, at S_B, only forwards can run (a W needs
+    its I), and every forward started before S_B still holds its activation: at most
+    maxF = max sum_g f_g F_g over sum_g f_g act_g <= room, f_g <= m_g. The first backward is
+    back_g(j) for some g, j, which starts at least path(F_h(j), back_g(j)) after F_h(j), itself at
+    or after S_0, for every forward F_h(j) on the device: S_B - S_0 >= R = min over g, j of the
+    longest such path. Idle in [S_0, S_B) >= R - maxF.
 
-    Drain: let F(j*) be the last forward, starting at tau and ending at E. I(j*) cannot start
-    before E + T, and in [E, E + T) only I and W of other micro-batches run. Each with its I in
-    the window held its whole activation at tau; each with only its W there held its wgrad part;
-    with j*'s own activation: static + (1 + n) act + d wgrad <= limit, and the work there is at
-    most n (I + W) + d W (n + d <= m - 1): idle >= T - the largest such work.
+    Drain: let F_g*(j*) be the device's last forward, starting at tau and ending at E. Its own
+    backward cannot start before E + T(g*) (T = path(F, back) - F), and in [E, E + T) only
+    backwards and W's of other (stage, micro-batch) pairs run. Each pair with its backward there held
+    its whole activation at tau; each with only its W there held its wgrad part; with the new one:
+    act_g* + sum_g n_g act_g + d_g wgrad_g <= room, n_g + d_g <= m_g (- 1 for g*), and the work
+    there is at most sum_g n_g (I_g + W_g) + d_g W_g. The last forward's stage g* is one whose
+    forward has no later forward of the same micro-batch on the device; the idle is the smallest
+    over those of T(g*) - the largest such work.
 
-    When k < m some forward starts after S_I, so the windows are disjoint and both idles add up;
-    otherwise the larger counts. Memory is read conservatively: when the model rounded memory to
-    quanta, every demand may be one quantum less and the limit one more than its quanta, plus the
-    validator's tolerance, so k is never below the real count.
+    When fewer forwards than the device's total fit in memory at once, some forward starts after
+    S_B and the two windows are disjoint: both idles add up; otherwise the larger counts. Memory is
+    read conservatively: when the model rounded memory to quanta, every demand may be one quantum
+    less and the limit one more, plus the validator's tolerance, so no count is below the real one.
     """
-    stages = [sd for d, tasks in by_dev.items() if (sd := _stage_device(model, d, tasks)) is not None]
-    if not stages:
+    devices: dict[int, list[_Stage]] = {}
+    for d, tasks in by_dev.items():
+        stages = _device_stages(model, tasks)
+        if stages:
+            devices[d] = stages
+    if not devices:
         return {}
     rounded = _memory_rounded(model)
-    to_back = _start_to_backward(model, stages, dur, weights)
     lifetimes_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for lt in model.lifetimes:
         lifetimes_of[lt.first].append((lt.last, lt.demand))
+    paths = _forward_paths(model, devices, weights)
     out: dict[int, int] = {}
-    for sd in stages:
-        fwd = sd.forward
-        if any(
-            last not in (sd.backward[j], sd.wgrad.get(j))
-            for j, f in fwd.items()
-            for last, _ in lifetimes_of[f]
-        ):
-            continue  # memory this argument does not know about
-        less = 1 if rounded else 0  # a rounded-up demand may hold one quantum less
-        act_quanta = min(sum(max(0, q - less) for _, q in lifetimes_of[f]) for f in fwd.values())
-        wg_quanta = min(
-            sum(max(0, q - less) for last, q in lifetimes_of[f] if last == sd.wgrad.get(j))
-            for j, f in fwd.items()
-        )
-        act = act_quanta * (1 - _MEM_TOL)  # TOL
-        wg = wg_quanta * (1 - _MEM_TOL)  # TOL
-        m = len(fwd)
-        room = _memory_room(model, sd, rounded)
-        if room is None or act <= 0:
-            k = m
-        else:
-            k = min(m, math.floor(room / act))
-            if k < 1:
-                continue  # not even one activation fits: infeasible, reported elsewhere
-        f_ticks = max(dur[f] for f in fwd.values())
-        i_ticks = max(dur[b] for b in sd.backward.values())
-        w_ticks = max((dur[w] for w in sd.wgrad.values()), default=0)
-        r = min(to_back[f] for f in fwd.values())
-        t = min(to_back[f] - dur[f] for f in fwd.values())
-        warmup = max(0, r - k * f_ticks)
-        drain = max(0, t - _drain_work(m, k, act, wg, room, i_ticks, w_ticks))
-        out[sd.device] = warmup + drain if k < m else max(warmup, drain)
+    for d, stages in devices.items():
+        idle = _device_idle(model, d, stages, dur, paths, lifetimes_of, rounded)
+        if idle is not None:
+            out[d] = idle
     return out
 
 
-def _drain_work(m: int, k: int, act: float, wg: float, room: float | None, i_ticks: int, w_ticks: int) -> int:
-    """The most I/W work that can fill the drain window: max n (I + W) + d W over n + d <= m - 1
-    and (1 + n) act + d wg <= room (n in flight with their I there, d with only a deferred W)."""
-    others = m - 1
+def _device_idle(
+    model: TaskModel,
+    device: int,
+    stages: list[_Stage],
+    dur: tuple[int, ...],
+    paths: dict[tuple[int, int], int],
+    lifetimes_of: dict[int, list[tuple[int, int]]],
+    rounded: bool,
+) -> int | None:
+    """The forced idle of one device (``_forced_idle``), or None when the argument does not apply."""
+    less = 1 if rounded else 0  # a rounded-up demand may hold one quantum less
+    costs: list[_StageCosts] = []
+    for st in stages:
+        for j, f in st.forward.items():
+            if any(last not in (st.backward[j], st.wgrad.get(j)) for last, _ in lifetimes_of[f]):
+                return None  # memory this argument does not know about
+        act = min(sum(max(0, q - less) for _, q in lifetimes_of[f]) for f in st.forward.values())
+        wgrad = min(
+            sum(max(0, q - less) for last, q in lifetimes_of[f] if last == st.wgrad.get(j))
+            for j, f in st.forward.items()
+        )
+        costs.append(
+            _StageCosts(
+                count=len(st.forward),
+                f=max(dur[f] for f in st.forward.values()),
+                back=max(dur[b] for b in st.backward.values()),
+                w=max((dur[w] for w in st.wgrad.values()), default=0),
+                act=act * (1 - _MEM_TOL),  # TOL
+                wgrad=wgrad * (1 - _MEM_TOL),  # TOL
+            )
+        )
+    room = _memory_room(model, device, rounded)
+    if room is not None and any(c.act > room for c in costs):
+        return None  # not even one activation fits: infeasible, reported elsewhere
+    reach = 10**18
+    for st in stages:
+        for j, b in st.backward.items():
+            best = max(paths.get((h.forward[j], b), -1) for h in stages if j in h.forward)
+            reach = min(reach, max(0, best))
+    warmup = max(0, reach - _max_forward_work(costs, room))
+    drain: int | None = None
+    for g, st in enumerate(stages):
+        others = [h for h in stages if h is not st]
+        if not any(
+            all((f, h.forward[j]) not in paths for h in others if j in h.forward)
+            for j, f in st.forward.items()
+        ):
+            continue  # every forward of this stage has a later forward on the device: never the last
+        t = min(max(0, paths.get((f, st.backward[j]), 0) - dur[f]) for j, f in st.forward.items())
+        idle = max(0, t - _drain_work(costs, g, room))
+        drain = idle if drain is None else min(drain, idle)
+    drain = drain or 0
+    if _max_forward_count(costs, room) < sum(c.count for c in costs):
+        return warmup + drain
+    return max(warmup, drain)
+
+
+def _fits(room: float, weight: float, cap: int) -> int:
+    """How many items of ``weight`` (at most ``cap``) fit in ``room``."""
+    if weight <= 0:
+        return cap
+    return max(0, min(cap, math.floor(room / weight)))
+
+
+def _max_forward_count(costs: list[_StageCosts], room: float | None) -> int:
+    """The most forwards whose activations fit at once (smallest activations first: exact)."""
+    if room is None:
+        return sum(c.count for c in costs)
+    total = 0
+    for c in sorted(costs, key=lambda c: c.act):
+        n = _fits(room, c.act, c.count)
+        total += n
+        room -= n * c.act
+    return total
+
+
+def _max_forward_work(costs: list[_StageCosts], room: float | None) -> int:
+    """max sum_g f_g F_g over sum_g f_g act_g <= room, f_g <= m_g (exact, one or two stages)."""
+    if room is None:
+        return sum(c.count * c.f for c in costs)
+    first, rest = costs[0], costs[1:]
+    if first.act <= 0:
+        return first.count * first.f + sum(_fits(room, c.act, c.count) * c.f for c in rest)
     best = 0
-    for n in range(min(others, k - 1) + 1):
-        if room is None or wg <= 0:
-            d = others - n
-        else:
-            d = max(0, min(others - n, math.floor((room - (1 + n) * act) / wg)))
-        best = max(best, n * (i_ticks + w_ticks) + d * w_ticks)
+    for n in range(_fits(room, first.act, first.count) + 1):
+        left = room - n * first.act
+        best = max(best, n * first.f + sum(_fits(left, c.act, c.count) * c.f for c in rest))
     return best
 
 
-def _memory_room(model: TaskModel, sd: _StageDevice, rounded: bool) -> float | None:
+def _drain_work(costs: list[_StageCosts], last: int, room: float | None) -> int:
+    """An upper bound on the backward and W work that fits the drain window after stage ``last``'s
+    final forward: max sum_g n_g (I_g + W_g) + d_g W_g over act_last + sum_g n_g act_g + d_g wgrad_g
+    <= room and n_g + d_g <= m_g (- 1 for ``last``).
+
+    Exact for one stage (enumerating n). With two, a fractional relaxation: with e_g = n_g + d_g W's
+    the work is n_g I_g + e_g W_g and the memory n_g (act_g - wgrad_g) + e_g wgrad_g; dropping
+    n_g <= e_g leaves a knapsack of I-items and W-items, each at most m_g (- 1) of them.
+    """
+    caps = [c.count - (1 if g == last else 0) for g, c in enumerate(costs)]
+    if room is None:
+        return sum(cap * (c.back + c.w) for cap, c in zip(caps, costs, strict=True))
+    room -= costs[last].act
+    if len(costs) > 1:
+        items = [(c.back, c.act - c.wgrad, cap) for c, cap in zip(costs, caps, strict=True)]
+        items += [(c.w, c.wgrad, cap) for c, cap in zip(costs, caps, strict=True)]
+        return math.floor(_fractional(items, room) + 1e-6)  # integer work below it; 1e-6: float noise
+    c, cap = costs[0], caps[0]
+    if c.act <= 0:
+        return cap * (c.back + c.w)
+    best = 0
+    for n in range(_fits(room, c.act, cap) + 1):
+        d = _fits(room - n * c.act, c.wgrad, cap - n)
+        best = max(best, n * (c.back + c.w) + d * c.w)
+    return best
+
+
+def _fractional(items: list[tuple[int, float, int]], room: float) -> float:
+    """The fractional knapsack optimum over (value, weight, count) items: an upper bound."""
+    total = 0.0
+    for value, weight, count in sorted(items, key=lambda x: -(x[0] / x[1]) if x[1] > 0 else -math.inf):
+        if count <= 0 or value <= 0:
+            continue
+        if weight <= 0:
+            total += value * count
+            continue
+        take = min(float(count), max(0.0, room) / weight)
+        total += take * value
+        room -= take * weight
+    return total
+
+
+def _memory_room(model: TaskModel, device: int, rounded: bool) -> float | None:
     """Quanta the device's activations may use at most (limit minus static memory, read leniently)."""
-    cap = model.capacity[sd.device] if model.capacity else None
+    cap = model.capacity[device] if model.capacity else None
     if cap is None:
         return None
-    static = model.groups[sd.group].static_mem
+    static = model.fixed_static(device)
     if rounded:
-        cap, static = cap + 1, max(0, static - 1)
+        cap, static = cap + 1, max(0, static - len([g for g in model.groups if g.devices == (device,)]))
     # the validator keeps a peak within TOL * max(1, limit) of the limit (real units)
     cap_hi = cap + 2 * _MEM_TOL * max(1.0 / model.mem_quantum, cap)  # TOL
     return cap_hi - static
@@ -298,72 +411,86 @@ def _memory_rounded(model: TaskModel) -> bool:
     return max(values, default=0) >= MAX_EXACT_QUANTA - 1
 
 
-def _stage_device(model: TaskModel, device: int, tasks: list[int]) -> _StageDevice | None:
-    """The device's passes when it holds exactly one stage of a pipeline model (F, I, W or F, B per
+def _device_stages(model: TaskModel, tasks: list[int]) -> list[_Stage] | None:
+    """The device's stages when it holds one or two stages of a pipeline model (F, I, W or F, B per
     micro-batch, with the arcs F -> I -> W), else None."""
-    groups = {model.tasks[t].group for t in tasks}
-    if len(groups) != 1:
-        return None
-    by_kind: dict[str, dict[int, int]] = {"F": {}, "I": {}, "W": {}, "B": {}}
+    by_group: dict[int, list[int]] = defaultdict(list)
     for t in tasks:
-        _, kind, mb = model.tasks[t].key
-        if kind not in by_kind or mb in by_kind[kind]:
-            return None
-        by_kind[kind][mb] = t
-    fwd = by_kind["F"]
-    split = bool(by_kind["I"])
-    back, wgrad = (by_kind["I"], by_kind["W"]) if split else (by_kind["B"], {})
-    if not fwd or (split and by_kind["B"]) or set(back) != set(fwd) or (split and set(wgrad) != set(fwd)):
+        by_group[model.tasks[t].group].append(t)
+    if len(by_group) > MAX_STAGES_PER_DEVICE:
         return None
-    for j, f in fwd.items():
-        if not any(a.src == f for a in model.preds[back[j]]):
+    out: list[_Stage] = []
+    for group, members in sorted(by_group.items()):
+        by_kind: dict[str, dict[int, int]] = {"F": {}, "I": {}, "W": {}, "B": {}}
+        for t in members:
+            _, kind, mb = model.tasks[t].key
+            if kind not in by_kind or mb in by_kind[kind]:
+                return None
+            by_kind[kind][mb] = t
+        fwd = by_kind["F"]
+        split = bool(by_kind["I"])
+        back, wgrad = (by_kind["I"], by_kind["W"]) if split else (by_kind["B"], {})
+        if not fwd or (split and by_kind["B"]) or set(back) != set(fwd) or (split and set(wgrad) != set(fwd)):
             return None
-        if split and not any(a.src == back[j] for a in model.preds[wgrad[j]]):
-            return None
-    return _StageDevice(device=device, group=groups.pop(), forward=fwd, backward=back, wgrad=wgrad)
+        for j, f in fwd.items():
+            if not any(a.src == f for a in model.preds[back[j]]):
+                return None
+            if split and not any(a.src == back[j] for a in model.preds[wgrad[j]]):
+                return None
+        out.append(_Stage(group=group, forward=fwd, backward=back, wgrad=wgrad))
+    return out
 
 
-def _start_to_backward(
+def _forward_paths(
     model: TaskModel,
-    stages: list[_StageDevice],
-    dur: tuple[int, ...],
+    devices: dict[int, list[_Stage]],
     weights: tuple[tuple[tuple[int, int], ...], ...],
-) -> dict[int, int]:
-    """For the forward of every stage device: the longest path (ticks) from its start to the start
-    of its own backward, through its micro-batch's tasks only (a lower bound on the true longest
-    path). Micro-batches with the same tasks and arcs share one computation."""
+) -> dict[tuple[int, int], int]:
+    """Longest paths (ticks, start to start) from every forward on the given devices to the
+    forwards and backwards of the same micro-batch on the same device that it reaches, through that
+    micro-batch's tasks only (a lower bound on the true longest path). Micro-batches with the same
+    tasks and arcs share one computation."""
     by_mb: dict[int, list[int]] = defaultdict(list)
     for t in model.topo_order:
         by_mb[model.tasks[t].key[2]].append(t)
-    wanted: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    for sd in stages:
-        for j, f in sd.forward.items():
-            wanted[j].append((f, sd.backward[j]))
-    cache: dict[tuple[object, ...], dict[tuple[int, int], int]] = {}
-    out: dict[int, int] = {}
+    wanted: dict[int, list[tuple[int, list[int]]]] = defaultdict(list)
+    for stages in devices.values():
+        mine: dict[int, list[int]] = defaultdict(list)
+        for st in stages:
+            for j, f in st.forward.items():
+                mine[j] += [f, st.backward[j]]
+        for st in stages:
+            for j, f in st.forward.items():
+                wanted[j].append((f, mine[j]))
+    sig_ids: dict[tuple[object, ...], int] = {}  # a tuple's hash is not cached: hash each once
+    cache: dict[tuple[int, int], list[int]] = {}
+    out: dict[tuple[int, int], int] = {}
     for j, pairs in wanted.items():
         members = by_mb[j]
         local = {t: i for i, t in enumerate(members)}
         preds = [tuple((local[u], w) for u, w in weights[t] if u in local) for t in members]
-        sig = (tuple((model.tasks[t].key[:2], dur[t]) for t in members), tuple(preds))
-        known = cache.setdefault(sig, {})
-        for f, b in pairs:
-            key = (local[f], local[b])
-            if key not in known:
-                known[key] = _longest(preds, *key)
-            out[f] = known[key]
+        sig = (tuple(model.tasks[t].key[:2] for t in members), tuple(preds))
+        sig_id = sig_ids.setdefault(sig, len(sig_ids))
+        for f, targets in pairs:
+            key = (sig_id, local[f])
+            if key not in cache:
+                cache[key] = _longest_from(preds, local[f])
+            dist = cache[key]
+            for x in targets:
+                if x != f and dist[local[x]] >= 0:
+                    out[f, x] = dist[local[x]]
     return out
 
 
-def _longest(preds: list[tuple[tuple[int, int], ...]], src: int, dst: int) -> int:
-    """Longest path from ``src`` to ``dst`` (start to start) over tasks in topological order."""
-    unreached = -1
-    dist = [unreached] * len(preds)
+def _longest_from(preds: list[tuple[tuple[int, int], ...]], src: int) -> list[int]:
+    """Longest path from ``src`` to every task (start to start; -1 where unreachable), tasks in
+    topological order."""
+    dist = [-1] * len(preds)
     dist[src] = 0
-    for v in range(src + 1, dst + 1):
-        best = unreached
+    for v in range(src + 1, len(preds)):
+        best = -1
         for u, w in preds[v]:
-            if dist[u] != unreached and dist[u] + w > best:
+            if dist[u] >= 0 and dist[u] + w > best:
                 best = dist[u] + w
         dist[v] = best
-    return max(dist[dst], 0)
+    return dist
