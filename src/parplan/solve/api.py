@@ -556,6 +556,8 @@ def _phase_bound(bounds: Bounds, phase: str, relaxed: int) -> int | None:
     """A static lower bound on ``phase`` in the model's units, where one is known."""
     if phase == "makespan":
         return max(bounds.best, relaxed)
+    if phase == "span":
+        return bounds.span
     return None
 
 
@@ -616,6 +618,15 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
         bound_value = solver_bound * model.tick
     elif solver_bound is not None and first == "memory":
         bound_value = solver_bound * model.mem_quantum
+    if first == "span" and _model_covers_fusion(problem, setup.fused):
+        # the static span bound, rounding-safe: from the floor-rounded model when times are rounded
+        exact_model = (
+            model
+            if model.exact_time
+            else pipeline_model(problem, fused=setup.fused, contiguous=setup.contiguous, round_down=True)
+        )
+        static_span = lower_bounds(exact_model).span * exact_model.tick
+        bound_value = min(max(bound_value or 0.0, static_span), measures["span"])
     info = SolverInfo(
         backend=setup.backend,
         status="optimal" if proven else "feasible",
@@ -633,6 +644,13 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
             "tasks": len(model.tasks),
             "warm_start": baseline.name if baseline else None,
             "solver_status": solved.status,
+            "binding_bound": "solver"
+            if lower is not None
+            and solver_bound is not None
+            and makespan_first
+            and model.exact_time
+            and solver_bound > bounds.best
+            else bounds.binding,
         },
         "baseline": (
             {"name": reference.name, "makespan": reference.plan.metrics.makespan} if reference else None
