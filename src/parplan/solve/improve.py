@@ -69,6 +69,13 @@ def _index(problem: PipelineProblem, schedule: Schedule) -> tuple[_Tasks, list[l
                 actions.append(a)
                 device.append(d)
         orders.append(seq)
+    kinds = ("F", "I", "W") if problem.split_backward else ("F", "B")
+    want = {(s, k, mb.index) for mb in problem.microbatches for s in mb.stages for k in kinds}
+    have = {(a.stage, a.kind, a.microbatch) for a in actions}
+    if have != want or len(actions) != len(want):
+        odd = sorted(want - have) or sorted(have - want)
+        what = f"e.g. pass {odd[0][0]}{odd[0][1]}{odd[0][2]}" if odd else "a pass appears twice"
+        raise InvalidInputError(f"schedule {schedule.name!r}: incomplete or duplicated, {what}")
     done_by: dict[tuple[str, int, int], int] = {}
     for t, a in enumerate(actions):
         if a.kind == "F":
@@ -84,14 +91,16 @@ def _index(problem: PipelineProblem, schedule: Schedule) -> tuple[_Tasks, list[l
     for t, a in enumerate(actions):
         ps = []
         for key, comm, _src in dependencies(problem, a):
-            src = done_by[key]
+            src = done_by.get(key)
+            if src is None:
+                raise InvalidInputError(
+                    f"schedule {schedule.name!r}: incomplete, {a} waits for a pass it never runs"
+                )
             ps.append((src, comm if device[src] != device[t] else 0.0))
         preds.append(tuple(ps))
         st = problem.stages[a.stage]
         alloc.append(st.act_mem if a.kind == "F" else 0.0)
-        release.append(
-            {"F": 0.0, "I": st.act_mem - st.wgrad_mem, "W": st.wgrad_mem, "B": st.act_mem}[a.kind]
-        )
+        release.append({"F": 0.0, "I": st.act_mem - st.wgrad_mem, "W": st.wgrad_mem, "B": st.act_mem}[a.kind])
     tasks = _Tasks(
         actions=actions,
         device=device,
@@ -284,17 +293,19 @@ def _warmup_shift(tasks: _Tasks, order: list[int], step: int) -> list[int] | Non
     """``order`` with every forward after the first backward moved one place earlier (step +1: one
     more forward in flight) or every forward before a backward one place later (step -1)."""
     out = order[:]
-    first_back = next((i for i, t in enumerate(out) if not tasks.is_f[t]), None)
+    is_f = tasks.is_f
+    first_back = next((i for i, t in enumerate(order) if not is_f[t]), None)
     if first_back is None:
         return None
+    # the swapped pairs (non-F, F) or (F, non-F) of the original order are disjoint: swap them all
     if step > 0:
-        for i in range(first_back + 1, len(out)):
-            if tasks.is_f[out[i]] and not tasks.is_f[out[i - 1]]:
-                out[i - 1], out[i] = out[i], out[i - 1]
+        for i in range(first_back + 1, len(order)):
+            if is_f[order[i]] and not is_f[order[i - 1]]:
+                out[i - 1], out[i] = order[i], order[i - 1]
     else:
-        for i in range(len(out) - 2, -1, -1):
-            if tasks.is_f[out[i]] and not tasks.is_f[out[i + 1]]:
-                out[i], out[i + 1] = out[i + 1], out[i]
+        for i in range(first_back - 1, len(order) - 1):
+            if is_f[order[i]] and not is_f[order[i + 1]]:
+                out[i], out[i + 1] = order[i + 1], order[i]
     return out if out != order else None
 
 
