@@ -4,10 +4,14 @@
 possible exactly as ``parplan.simulate`` does, and tries moves that change one device's order:
 swapping two adjacent actions on a critical path, moving an action a few places earlier or later,
 moving a deferred weight-gradient pass W into an idle gap (or out of a critical stretch), and
-shifting a device's warm-up by one forward. A move is kept when the objective (makespan, or the
-longest device span) strictly improves in the leximax sense (the sorted vector of per-device ends or
-spans decreases) and every device's peak memory stays within its limit. Re-timing after a move
-restarts from the earliest start the move can change, so late moves are cheap. Imports no solver.
+shifting a device's warm-up by one forward. A move is kept when every device's peak memory stays
+within its limit (the curve depends on the order alone) and the state gets better: a lower
+objective (makespan, or the longest device span); at equal objective less flow (summed ends of the
+F, I and B passes: critical work earlier, W passes pushed into gaps); then the sorted vector of
+per-device ends or spans. At a local optimum, a few random moves near the critical path kick the
+best state and the descent restarts (iterated local search). Re-timing after a move restarts from
+the earliest start the move can change, so late moves are cheap. A full backward B of a split stage
+is run as its I then its W (never later). Imports no solver.
 """
 
 from __future__ import annotations
@@ -468,8 +472,8 @@ def improve_schedule(
     memory_limit
         Overrides every device's memory limit (problem units); None keeps the problem's limits.
     seed
-        Seed of the move order (the search is deterministic for a given seed and deadline-free
-        move count).
+        Seed of the move order and the kicks (results depend on it and on how many moves fit
+        before the deadline).
 
     Returns
     -------
