@@ -341,11 +341,12 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
     for fwd, bwd in sol.fused:
         if sol.start[fwd] != sol.start[bwd] or sol.device[fwd] != sol.device[bwd]:
             out.append(f"fused pair {model.tasks[fwd].label}&{model.tasks[bwd].label}: not together")
+    peaks = peak_levels(model, sol) if model.capacity else []
     for d in range(model.num_devices):
         cap = model.capacity[d] if model.capacity else None
         if cap is None:
             continue
-        peak = peak_level(model, sol, d)
+        peak = peaks[d]
         if peak > cap:
             out.append(f"device {d}: memory reaches {peak} > capacity {cap} quanta")
     return out
@@ -353,23 +354,30 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
 
 def peak_level(model: TaskModel, sol: Assignment, device: int) -> int:
     """Peak memory (quanta, static included) of ``device`` under ``sol``; releases before allocations."""
-    static = sum(
-        g.static_mem
-        for g in model.groups
-        if any(sol.device[t] == device for t in model.tasks_of_group[g.index])
-    )
-    events: list[tuple[int, int]] = []
+    return peak_levels(model, sol)[device]
+
+
+def peak_levels(model: TaskModel, sol: Assignment) -> list[int]:
+    """Peak memory (quanta, static included) of every device under ``sol``, in one pass."""
+    n_dev = model.num_devices
+    level = [0] * n_dev
+    for g in model.groups:
+        for d in {sol.device[t] for t in model.tasks_of_group[g.index]}:
+            level[d] += g.static_mem
+    events: list[list[tuple[int, int]]] = [[] for _ in range(n_dev)]
     ends = sol.ends(model)
     for lt in model.lifetimes:
-        if sol.device[lt.first] != device:
-            continue
-        events.append((sol.start[lt.first], lt.demand))
-        events.append((ends[lt.last], -lt.demand))
-    level = peak = static
-    for _, delta in sorted(events):
-        level += delta
-        peak = max(peak, level)
-    return peak
+        d = sol.device[lt.first]
+        events[d].append((sol.start[lt.first], lt.demand))
+        events[d].append((ends[lt.last], -lt.demand))
+    peaks = level[:]
+    for d in range(n_dev):
+        cur = level[d]
+        for _, delta in sorted(events[d]):
+            cur += delta
+            if cur > peaks[d]:
+                peaks[d] = cur
+    return peaks
 
 
 # ---------------------------------------------------------------------------- pipelines
