@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parplan.solve.model import TaskModel
+from parplan.solve.model import FusablePair, TaskModel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +38,8 @@ def min_durations(model: TaskModel) -> tuple[int, ...]:
     for p in model.fusable:
         out[p.forward] = min(out[p.forward], p.ticks)
         out[p.backward] = min(out[p.backward], p.ticks)
+        if p.absorbed is not None:
+            out[p.absorbed] = 0  # a W absorbed into its I's chunk takes no time of its own
     return tuple(out)
 
 
@@ -88,13 +90,18 @@ def lower_bounds(model: TaskModel) -> Bounds:
 
 
 def _max_fusion_saving(model: TaskModel, tasks: list[int]) -> int:
-    """An upper bound on the time fused pairs can save among ``tasks`` (each task fuses at most once)."""
+    """An upper bound on the time fused pairs can save among ``tasks`` (each task fuses at most
+    once): the best pair's saving (F + B - FB, B = I + W when W is absorbed) times the most pairs
+    that can run at once (distinct forwards and distinct backwards)."""
     mine = set(tasks)
     pairs = [p for p in model.fusable if p.forward in mine]
     if not pairs:
         return 0
-    best = max(
-        model.tasks[p.forward].min_duration + model.tasks[p.backward].min_duration - p.ticks for p in pairs
-    )
+
+    def apart(p: FusablePair) -> int:
+        w = model.tasks[p.absorbed].min_duration if p.absorbed is not None else 0
+        return model.tasks[p.forward].min_duration + model.tasks[p.backward].min_duration + w
+
+    best = max(apart(p) - p.ticks for p in pairs)
     count = min(len({p.forward for p in pairs}), len({p.backward for p in pairs}))
     return max(0, best) * count
