@@ -63,12 +63,24 @@ def test_no_pairs_without_a_gain_and_w_absorbed_otherwise() -> None:
         assert fj != bj  # one micro-batch's passes of one route always depend on each other here
 
 
-def test_load_bound_counts_the_fusion_saving() -> None:
-    # one device, V, m = 2, FB = 2: work 12, each F & B chunk saves 1, at most min(4 forwards,
-    # 4 backwards) chunks: the load bound is 12 - 4 = 8 (the true optimum, 10, is proven by search)
-    problem = synthetic_problem(pp=1, microbatches=2, placement="v", costs="F=1,I=1,W=1,FB=2")
+@pytest.mark.parametrize(("fb", "load"), [("2", 10.0), ("2.5", 11.0), ("3", 12.0)])
+def test_load_bound_counts_the_fusion_saving(fb: str, load: float) -> None:
+    # one device, V, m = 2: work 12, a chunk saves s = 3 - FB. No backward is ready before E = 2
+    # (a micro-batch's two forwards), so the device spends [0, 2) idle or on forwards that fuse
+    # with nothing: with a units of those, at most min(4, 4 - a) chunks remain and
+    # C >= 2 + 12 - a - s min(4, 4 - a), least at a = 2: 12 - 2 s, the exact optimum (the plain
+    # count of pairs alone, 12 - 4 s, would be 8 at FB = 2)
+    problem = synthetic_problem(pp=1, microbatches=2, placement="v", costs=f"F=1,I=1,W=1,FB={fb}")
     model = pipeline_model(problem, fused=True)
-    assert lower_bounds(model).load * model.tick == 8
+    assert lower_bounds(model).load * model.tick == load
+
+
+def test_fused_load_bound_on_the_overlap_case() -> None:
+    # p = 8, m = 20, FB = 2.5: device 3 can fuse nothing before E = 11 (the heads of its I's) and
+    # spends at most 8 of it on forwards, leaving 12 chunks: 11 + 60 - 8 - 0.5 * 12 = 57
+    problem = synthetic_problem(pp=8, microbatches=20, placement="bidirectional", costs="F=1,I=1,W=1,FB=2.5")
+    model = pipeline_model(problem, fused=True)
+    assert lower_bounds(model).load * model.tick == 57
 
 
 def test_dualpipe_is_a_valid_fused_warm_start() -> None:

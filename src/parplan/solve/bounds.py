@@ -6,7 +6,10 @@ caller (``parplan.solve.api``). Imports no solver.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 from parplan.solve.model import FusablePair, TaskModel
 
@@ -78,6 +81,8 @@ def lower_bounds(model: TaskModel) -> Bounds:
         for tasks in by_dev.values():
             work = sum(model.tasks[t].min_duration for t in tasks) - _max_fusion_saving(model, tasks)
             load = max(load, min(heads[t] for t in tasks) + work + min(tails[t] for t in tasks))
+            if model.fusable:
+                load = max(load, _fused_load(model, tasks, heads, tails))
     else:
         total = 0
         for g in model.groups:
@@ -105,3 +110,39 @@ def _max_fusion_saving(model: TaskModel, tasks: list[int]) -> int:
     best = max(apart(p) - p.ticks for p in pairs)
     count = min(len({p.forward for p in pairs}), len({p.backward for p in pairs}))
     return max(0, best) * count
+
+
+def _fused_load(model: TaskModel, tasks: list[int], heads: Sequence[int], tails: Sequence[int]) -> int:
+    """The load bound of one device with fused chunks, counting that none starts before E.
+
+    E is the earliest head of a backward that can fuse. With W the device's unfused work, s the
+    best saving of one chunk, t the least tail: the busy time a in [h, E) is at most E - h, and
+    all but X of it (the work of other tasks that may start before E) runs pairable forwards
+    that then fuse with nothing, so at most n = min(#backwards, #forwards - (a - X)+ / Fmax)
+    chunks remain, and C >= E + (W - a - s n) + t. The bound is the least C over a.
+    """
+    mine = set(tasks)
+    pairs = [p for p in model.fusable if p.forward in mine]
+    if not pairs:
+        return 0
+    dur = [model.tasks[t].min_duration for t in range(len(model.tasks))]
+    forwards = {p.forward for p in pairs}
+    backwards = {p.backward for p in pairs}
+    saving = _max_fusion_saving(model, tasks) // max(1, min(len(forwards), len(backwards)))
+    h = min(heads[t] for t in tasks)
+    tail = min(tails[t] for t in tasks)
+    e = min(heads[b] for b in backwards)
+    other = sum(dur[t] for t in tasks if t not in forwards and heads[t] < e)
+    f_max = max(dur[f] for f in forwards)
+    work = sum(dur[t] for t in tasks)
+
+    def spared(a: Fraction) -> Fraction:  # busy time before E plus the saving still possible after
+        lost = max(Fraction(0), a - other) / max(1, f_max)
+        return a + saving * min(Fraction(len(backwards)), len(forwards) - lost)
+
+    # spared is concave and piecewise linear in a: its maximum is at an end or at a kink
+    hi = Fraction(max(0, e - h))
+    kinks = [Fraction(0), hi, min(hi, Fraction(other))]
+    kinks.append(min(hi, other + Fraction(f_max * (len(forwards) - len(backwards)))))
+    best = max(spared(max(Fraction(0), a)) for a in kinks)
+    return math.ceil(e + work - best + tail)
