@@ -14,7 +14,7 @@ from parplan.schedule.expert import build_schedule
 from parplan.solve import plan_problem
 from parplan.solve.api import from_schedule
 from parplan.solve.bounds import lower_bounds
-from parplan.solve.model import check_assignment, pipeline_model
+from parplan.solve.model import canonical, check_assignment, fifo_chains, peak_level, pipeline_model
 from parplan.synthetic import synthetic_problem
 
 
@@ -94,6 +94,14 @@ def test_dualpipe_is_a_valid_fused_warm_start() -> None:
     fused_actions = sum(a.is_fused for order in schedule.orders for a in order)
     assert len(sol.fused) == fused_actions > 0
     assert sol.makespan(model) * model.tick == Plan.from_schedule(problem, schedule).metrics.makespan
+    # relabeled into FIFO order along F and I (each W with its I), as the solver's hint, it stays
+    # a feasible schedule of the same makespan and memory
+    again = canonical(model, sol)
+    assert check_assignment(model, again) == []
+    assert again.makespan(model) == sol.makespan(model)
+    assert [peak_level(model, again, d) for d in range(4)] == [peak_level(model, sol, d) for d in range(4)]
+    for chain in fifo_chains(model):
+        assert [again.start[t] for t in chain] == sorted(again.start[t] for t in chain)
 
 
 @pytest.mark.parametrize(("placement", "expert"), [("bidirectional", "dualpipe"), ("v", "dualpipev")])

@@ -19,7 +19,7 @@ from ortools.sat.python import cp_model
 from parplan.errors import InvalidInputError
 from parplan.solve.backend import OBJECTIVES, BackendOptions, BackendResult, Progress
 from parplan.solve.bounds import _max_fusion_saving, lower_bounds
-from parplan.solve.model import Assignment, TaskModel, canonical
+from parplan.solve.model import Assignment, TaskModel, canonical, fifo_chains
 
 #: Above this many tasks the memory precedences are left out: with 3000 tasks CP-SAT's root
 #: propagation of them against the cumulative ran 17 s past a 5 s time limit (no better bound).
@@ -360,11 +360,8 @@ class CpSatBackend:
 
     def _microbatch_symmetry(self) -> None:
         """fifo[c,k]: start[c_k+1] >= end[c_k] along every chain of identical micro-batches (valid
-        by relabeling, see ``pipeline_model``; skipped with fused pairs, whose unequal durations break
-        the relabeling argument)."""
-        if self.m.fusable:
-            return
-        for c, chain in enumerate(self.m.chains):
+        by relabeling, see ``pipeline_model``; with fused pairs only along ``fifo_chains``)."""
+        for c, chain in enumerate(fifo_chains(self.m)):
             for a, b in itertools.pairwise(chain):
                 self.cp.add(self.start[b] >= self.end[a]).with_name(f"fifo[{c},{a}]")
 
@@ -379,9 +376,9 @@ class CpSatBackend:
         start[F_b(k + C//2)] >= end[R_b(k)] and start[F_b(k + C)] >= end[R_a(k)].
         """
         m = self.m
-        if m.fusable or not m.is_fixed or not m.capacity or len(m.tasks) > MEMFIFO_MAX_TASKS:
+        if not m.is_fixed or not m.capacity or len(m.tasks) > MEMFIFO_MAX_TASKS:
             return
-        chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in m.chains}
+        chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in fifo_chains(m)}
         for d in range(m.num_devices):
             cap = m.capacity[d]
             groups = [g.index for g in m.groups if g.devices == (d,)]

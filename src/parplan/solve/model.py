@@ -805,10 +805,10 @@ def canonical(model: TaskModel, sol: Assignment) -> Assignment:
 
     Along every chain of identical micro-batches the start times are sorted (the relabeling argument
     of ``pipeline_model``); on interchangeable devices, devices are renumbered in the order in which
-    groups (by index) first use them. Fused solutions are returned unchanged.
+    groups (by index) first use them. With fused pairs, see ``_canonical_fused``.
     """
     if sol.fused:
-        return sol
+        return _canonical_fused(model, sol)
     start = list(sol.start)
     for chain in model.chains:
         times = sorted(start[t] for t in chain)
@@ -826,3 +826,43 @@ def canonical(model: TaskModel, sol: Assignment) -> Assignment:
                 rename[d] = len(rename)
         device = [rename[d] for d in device]
     return Assignment(device=tuple(device), start=tuple(start))
+
+
+def fifo_chains(model: TaskModel) -> tuple[tuple[int, ...], ...]:
+    """The chains along which some optimal solution is in FIFO order.
+
+    All of ``model.chains`` without fusion. With fused pairs the relabeling argument of
+    ``pipeline_model`` still holds for F and I (or B) passes: tasks of one stage and kind share a
+    device and never overlap (alone or in a chunk), so their starts and ends sort alike. It fails
+    for W when pairs absorb it: a W follows its own I into a chunk, so W's are relabeled with
+    their I and left unordered.
+    """
+    if not any(p.absorbed is not None for p in model.fusable):
+        return model.chains
+    return tuple(c for c in model.chains if model.tasks[c[0]].key[1] != "W")
+
+
+def _canonical_fused(model: TaskModel, sol: Assignment) -> Assignment:
+    """``sol`` relabeled along the ``fifo_chains`` (start order, ends break ties); each W takes
+    the label of its I, and fused pairs follow their members."""
+    ends = sol.ends(model)
+    rename = list(range(len(model.tasks)))
+    for chain in fifo_chains(model):
+        ranked = sorted(chain, key=lambda t: (sol.start[t], ends[t], t))
+        for new, old in zip(chain, ranked, strict=True):
+            rename[old] = new
+    absorbs = any(p.absorbed is not None for p in model.fusable)
+    if absorbs:
+        key = model.task_of_key
+        for t in model.tasks:
+            s, k, j = t.key
+            if k == "I" and (s, "W", j) in key:
+                _, _, new_j = model.tasks[rename[t.index]].key
+                rename[key[(s, "W", j)]] = key[(s, "W", new_j)]
+    start = [0] * len(model.tasks)
+    for old, new in enumerate(rename):
+        start[new] = sol.start[old]
+    fused = tuple((rename[f], rename[b]) for f, b in sol.fused)
+    if any(pair not in model.pair_of for pair in fused):
+        return sol  # a relabeled pair the model does not offer: keep the solution as it is
+    return Assignment(device=sol.device, start=tuple(start), fused=fused)
