@@ -140,3 +140,19 @@ def test_overlap_acceptance_p8_m20() -> None:
     problem = synthetic_problem(pp=8, microbatches=20, placement="bidirectional", costs="F=1,I=1,W=1,FB=2.5")
     plan = solve(problem, memory_limit=9, time_limit_s=60.0, deterministic=False)
     assert plan.metrics.makespan < 59
+
+
+def test_windowed_pairs_claim_no_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    # above MAX_FUSABLE_PAIRS only micro-batches within FUSION_WINDOW are paired: the model then
+    # misses fusions with a gain, so neither its bound nor its optimality is claimed
+    import parplan.solve.model as model_module
+
+    monkeypatch.setattr(model_module, "MAX_FUSABLE_PAIRS", 4)
+    monkeypatch.setattr(model_module, "FUSION_WINDOW", 0)
+    problem = synthetic_problem(pp=1, microbatches=2, placement="v", costs="F=1,I=1,W=1,FB=2.5")
+    model = pipeline_model(problem, fused=True)
+    assert not model.fusion_complete and model.fusable == ()  # only other micro-batches fuse here
+    plan = plan_problem(problem, fused=True, deterministic=True, time_limit_s=5.0)
+    assert plan.validate() == []
+    assert plan.metrics.lower_bound is None
+    assert plan.solver is not None and plan.solver.status == "feasible"
