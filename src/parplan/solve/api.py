@@ -98,10 +98,11 @@ def _check_names(objective: str, backend: str) -> tuple[str, ...]:
 
 
 def to_schedule(model: TaskModel, sol: Assignment, name: str = "plan") -> Schedule:
-    """Per-device orders of ``sol`` (tasks sorted by start; a fused pair becomes one FB action)."""
+    """Per-device orders of ``sol`` (tasks sorted by start; a fused pair becomes one FB action,
+    F&B as DualPipe writes it when the pair absorbs the backward's W)."""
     rank = {t: i for i, t in enumerate(model.topo_order)}
     partner = {f: b for f, b in sol.fused}
-    hidden = {b for _, b in sol.fused}
+    hidden = sol.hidden(model)
     orders: list[list[tuple[int, int, int, Action]]] = [[] for _ in range(model.num_devices)]
     ends = sol.ends(model)
     for t in model.tasks:
@@ -111,6 +112,8 @@ def to_schedule(model: TaskModel, sol: Assignment, name: str = "plan") -> Schedu
         action = Action(stage=s, kind=k, microbatch=j)
         if t.index in partner:
             bs, bk, bj = model.tasks[partner[t.index]].key
+            if model.pair_of[t.index, partner[t.index]].absorbed is not None:
+                bk = "B"  # I and its absorbed W: the whole backward
             action = Action.fused(action, Action(stage=bs, kind=bk, microbatch=bj))
         orders[sol.device[t.index]].append((sol.start[t.index], ends[t.index], rank[t.index], action))
     return Schedule.of(name, [[a for *_, a in sorted(o, key=lambda x: x[:3])] for o in orders])
@@ -120,10 +123,11 @@ def from_schedule(model: TaskModel, schedule: Schedule) -> Assignment | None:
     """Tick-space assignment of a schedule's orders (ASAP), or None if it does not fit the model.
 
     A full backward B of a split stage becomes its I then its W; a fused action becomes its model
-    pair when the model offers that fusion, otherwise its parts in sequence.
+    pair when the model offers that fusion (DualPipe's F&B on a split stage: the pair F & I with
+    the W absorbed), otherwise its parts in sequence.
     """
     key = model.task_of_key
-    pairs = {(p.forward, p.backward) for p in model.fusable}
+    pairs = model.pair_of
     orders: list[list[int]] = []
     device_of = [-1] * len(model.tasks)
     fused: list[tuple[int, int]] = []
@@ -138,13 +142,12 @@ def from_schedule(model: TaskModel, schedule: Schedule) -> Assignment | None:
                     tasks.append([key[(p.stage, p.kind, p.microbatch)]])
                 else:
                     return None
-            if action.is_fused and len(tasks[0]) == 1 and (tasks[0][0], tasks[1][0]) in pairs:
-                fused.append((tasks[0][0], tasks[1][0]))
-                seq.append(tasks[0][0])
-                for t in (tasks[0][0], tasks[1][0]):
-                    device_of[t] = d
-                for t in tasks[1][1:]:
-                    seq.append(t)
+            pair = pairs.get((tasks[0][0], tasks[1][0])) if action.is_fused and len(tasks[0]) == 1 else None
+            # a pair that absorbs W fits an F&B action only (F&I leaves W to run later: the parts)
+            if pair is not None and (pair.absorbed is None) == (len(tasks[1]) == 1):
+                fused.append((pair.forward, pair.backward))
+                seq.append(pair.forward)
+                for t in tasks[0] + tasks[1]:
                     device_of[t] = d
                 continue
             for group in tasks:
@@ -646,7 +649,7 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
             lower = max(lower, (solver_bound - slack) * model.tick)
         proven = False  # optimal in ticks, not necessarily in real time
     lower = min(lower, plan.metrics.makespan)
-    if not _model_covers_fusion(problem, setup.fused):
+    if not _model_covers_fusion(problem, model, setup.fused):
         # fused F&B actions (built-in schedules may use them) can beat every schedule of this model,
         # so neither its bounds nor its optimality hold for the problem
         lower, proven = None, False
@@ -656,7 +659,7 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
         bound_value = solver_bound * model.tick
     elif solver_bound is not None and first == "memory":
         bound_value = solver_bound * model.mem_quantum
-    if first == "span" and _model_covers_fusion(problem, setup.fused):
+    if first == "span" and _model_covers_fusion(problem, model, setup.fused):
         # the static span bound, rounding-safe: from the floor-rounded model when times are rounded
         exact_model = (
             model
@@ -747,17 +750,28 @@ def _relaxation_bound(
     return best
 
 
-def _model_covers_fusion(problem: PipelineProblem, fused: bool) -> bool:
+def _model_covers_fusion(problem: PipelineProblem, model: TaskModel, fused: bool) -> bool:
     """Whether no fused action could beat the model: no stage overlaps a forward with a backward
-    faster than running them apart, or the model offers every such pair (fused, unsplit backward)."""
-    gains = False
+    faster than running them apart, or the model offers every such pair.
+
+    The model offers F & B (unsplit) and F & I with W absorbed (split, see ``pipeline_model``);
+    that covers F & I with W later (same FB ticks, W later: dominated), but not F & W after an
+    earlier I, which gains when FB < F + W.
+    """
+    gains = uncovered = False
     for st in problem.stages:
         devices = [st.device] if st.device is not None else range(problem.num_devices)
         for d in devices:
             c = st.cost_on(d)
-            if c.FB is not None and lt(c.FB, c.F + c.B):
+            if c.FB is None:
+                continue
+            if lt(c.FB, c.F + c.B):
                 gains = True
-    return not gains or (fused and not problem.split_backward)
+            if c.W is not None and lt(c.FB, c.F + c.W):
+                uncovered = True
+    if not gains:
+        return True
+    return fused and problem.is_placed and model.fusion_complete and not uncovered
 
 
 def plan_measures(plan: Plan, memory_weight: float = 1.0) -> dict[str, float]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
-from parplan.solve.model import MAX_EXACT_QUANTA, TaskModel
+from parplan.solve.model import MAX_EXACT_QUANTA, FusablePair, TaskModel
 
 #: The names ``Bounds.binding`` takes, in the order ties are broken.
 BOUND_NAMES = ("load", "critical-path", "memory-warmup-drain")
@@ -68,6 +70,8 @@ def min_durations(model: TaskModel) -> tuple[int, ...]:
     for p in model.fusable:
         out[p.forward] = min(out[p.forward], p.ticks)
         out[p.backward] = min(out[p.backward], p.ticks)
+        if p.absorbed is not None:
+            out[p.absorbed] = 0  # a W absorbed into its I's chunk takes no time of its own
     return tuple(out)
 
 
@@ -127,6 +131,8 @@ def lower_bounds(model: TaskModel) -> Bounds:
             span = max(span, work + idle.get(d, 0))
             if d in idle:
                 warmup_drain = max(warmup_drain, head + work + idle[d] + tail)
+            if model.fusable:
+                load = max(load, _fused_load(model, tasks, heads, tails))
     else:
         total = 0
         for g in model.groups:
@@ -147,14 +153,19 @@ def lower_bounds(model: TaskModel) -> Bounds:
 
 
 def _max_fusion_saving(model: TaskModel, tasks: list[int]) -> int:
-    """An upper bound on the time fused pairs can save among ``tasks`` (each task fuses at most once)."""
+    """An upper bound on the time fused pairs can save among ``tasks`` (each task fuses at most
+    once): the best pair's saving (F + B - FB, B = I + W when W is absorbed) times the most pairs
+    that can run at once (distinct forwards and distinct backwards)."""
     mine = set(tasks)
     pairs = [p for p in model.fusable if p.forward in mine]
     if not pairs:
         return 0
-    best = max(
-        model.tasks[p.forward].min_duration + model.tasks[p.backward].min_duration - p.ticks for p in pairs
-    )
+
+    def apart(p: FusablePair) -> int:
+        w = model.tasks[p.absorbed].min_duration if p.absorbed is not None else 0
+        return model.tasks[p.forward].min_duration + model.tasks[p.backward].min_duration + w
+
+    best = max(apart(p) - p.ticks for p in pairs)
     count = min(len({p.forward for p in pairs}), len({p.backward for p in pairs}))
     return max(0, best) * count
 
@@ -494,3 +505,39 @@ def _longest_from(preds: list[tuple[tuple[int, int], ...]], src: int) -> list[in
                 best = dist[u] + w
         dist[v] = best
     return dist
+
+
+def _fused_load(model: TaskModel, tasks: list[int], heads: Sequence[int], tails: Sequence[int]) -> int:
+    """The load bound of one device with fused chunks, counting that none starts before E.
+
+    E is the earliest head of a backward that can fuse. With W the device's unfused work, s the
+    best saving of one chunk, t the least tail: the busy time a in [h, E) is at most E - h, and
+    all but X of it (the work of other tasks that may start before E) runs pairable forwards
+    that then fuse with nothing, so at most n = min(#backwards, #forwards - (a - X)+ / Fmax)
+    chunks remain, and C >= E + (W - a - s n) + t. The bound is the least C over a.
+    """
+    mine = set(tasks)
+    pairs = [p for p in model.fusable if p.forward in mine]
+    if not pairs:
+        return 0
+    dur = [model.tasks[t].min_duration for t in range(len(model.tasks))]
+    forwards = {p.forward for p in pairs}
+    backwards = {p.backward for p in pairs}
+    saving = _max_fusion_saving(model, tasks) // max(1, min(len(forwards), len(backwards)))
+    h = min(heads[t] for t in tasks)
+    tail = min(tails[t] for t in tasks)
+    e = min(heads[b] for b in backwards)
+    other = sum(dur[t] for t in tasks if t not in forwards and heads[t] < e)
+    f_max = max(dur[f] for f in forwards)
+    work = sum(dur[t] for t in tasks)
+
+    def spared(a: Fraction) -> Fraction:  # busy time before E plus the saving still possible after
+        lost = max(Fraction(0), a - other) / max(1, f_max)
+        return a + saving * min(Fraction(len(backwards)), len(forwards) - lost)
+
+    # spared is concave and piecewise linear in a: its maximum is at an end or at a kink
+    hi = Fraction(max(0, e - h))
+    kinks = [Fraction(0), hi, min(hi, Fraction(other))]
+    kinks.append(min(hi, other + Fraction(f_max * (len(forwards) - len(backwards)))))
+    best = max(spared(max(Fraction(0), a)) for a in kinks)
+    return math.ceil(e + work - best + tail)

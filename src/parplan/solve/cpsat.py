@@ -19,7 +19,7 @@ from ortools.sat.python import cp_model
 from parplan.errors import InvalidInputError
 from parplan.solve.backend import OBJECTIVES, BackendOptions, BackendResult, Progress
 from parplan.solve.bounds import _max_fusion_saving, lower_bounds
-from parplan.solve.model import Assignment, TaskModel, canonical
+from parplan.solve.model import Assignment, TaskModel, canonical, fifo_chains
 
 #: Above this many tasks the memory precedences are left out: with 3000 tasks CP-SAT's root
 #: propagation of them against the cumulative ran 17 s past a 5 s time limit (no better bound).
@@ -135,32 +135,44 @@ class CpSatBackend:
 
     def _durations(self) -> None:
         """duration[t]: end[t] = start[t] + sum_d dur[t,d] x[g,d] + sum_pairs (FB - dur) y;
-        and one interval per mode: on[t,d] (optional on x[g,d] and on 'not fused')."""
+        and one interval per mode: on[t,d] (optional on x[g,d] and on 'not fused'). A W that a pair
+        may absorb: end[W] = start[W] + dur alone[I] (zero ticks when its I is fused), its interval
+        present iff alone[I]."""
         m, cp = self.m, self.cp
         pairs_of: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        absorber: dict[int, int] = {}  # absorbed W -> its I
         for p in m.fusable:
             pairs_of[p.forward].append((p.forward, p.backward))
             pairs_of[p.backward].append((p.forward, p.backward))
+            if p.absorbed is not None:
+                absorber[p.absorbed] = p.backward
         self.pairs_of = pairs_of
         self.alone: dict[int, cp_model.IntVar] = {}
+        self.w_alone: dict[int, cp_model.IntVar] = {}  # absorbable W -> alone[I] (not its own var)
         self.intervals: dict[int, list[cp_model.IntervalVar]] = defaultdict(list)
+        for i in pairs_of:
+            t = m.tasks[i]
+            alone = cp.new_bool_var(f"alone[{t.label}]")
+            cp.add(alone + sum(self.y[p] for p in pairs_of[i]) == 1).with_name(f"fuse_once[{t.label}]")
+            self.alone[i] = alone
+        for w, i in absorber.items():
+            self.w_alone[w] = self.alone[i]
         for t in m.tasks:
             i = t.index
-            if pairs_of[i]:
+            if i in self.alone or i in self.w_alone:
                 # fusion only exists with fixed placement: one device
                 d, dur = t.durations[0]
-                alone = cp.new_bool_var(f"alone[{t.label}]")
-                cp.add(alone + sum(self.y[p] for p in pairs_of[i]) == 1).with_name(f"fuse_once[{t.label}]")
-                self.alone[i] = alone
+                alone = self.alone[i] if i in self.alone else self.w_alone[i]
                 iv = cp.new_optional_fixed_size_interval_var(self.start[i], dur, alone, f"on[{t.label},{d}]")
                 self.intervals[d].append(iv)
-                ticks = {
-                    p: next(q.ticks for q in m.fusable if (q.forward, q.backward) == p) for p in pairs_of[i]
-                }
+                if i in self.w_alone:
+                    cp.add(self.end[i] == self.start[i] + dur * alone).with_name(f"duration[{t.label}]")
+                    continue
+                ticks = {p: m.pair_of[p].ticks for p in pairs_of[i]}
                 cp.add(
                     self.end[i]
                     == self.start[i] + dur * alone + sum(ticks[p] * self.y[p] for p in pairs_of[i])
-                )
+                ).with_name(f"duration[{t.label}]")
                 continue
             if len(t.durations) == 1:
                 d, dur = t.durations[0]
@@ -297,11 +309,14 @@ class CpSatBackend:
             )
 
     def _fusion(self) -> None:
-        """fused[f,b]: y[f,b] => start[f] = start[b]; one FB interval on the device, present iff y."""
+        """fused[f,b]: y[f,b] => start[f] = start[b] (and start[W] = start[f] + FB for an absorbed
+        W); one FB interval on the device, present iff y."""
         m, cp = self.m, self.cp
         for p in m.fusable:
             y = self.y[p.forward, p.backward]
             cp.add(self.start[p.forward] == self.start[p.backward]).only_enforce_if(y)
+            if p.absorbed is not None:
+                cp.add(self.start[p.absorbed] == self.start[p.forward] + p.ticks).only_enforce_if(y)
             name = f"fused[{m.tasks[p.forward].label}|{m.tasks[p.backward].label}]"
             self.intervals[p.device].append(
                 cp.new_optional_fixed_size_interval_var(self.start[p.forward], p.ticks, y, name)
@@ -325,6 +340,8 @@ class CpSatBackend:
                 dur = t.duration_on(d)
                 if t.index in self.alone:
                     work.append(dur * self.alone[t.index])
+                elif t.index in self.w_alone:
+                    work.append(dur * self.w_alone[t.index])
                 elif len(t.durations) == 1:
                     work.append(dur)
                 else:
@@ -343,11 +360,8 @@ class CpSatBackend:
 
     def _microbatch_symmetry(self) -> None:
         """fifo[c,k]: start[c_k+1] >= end[c_k] along every chain of identical micro-batches (valid
-        by relabeling, see ``pipeline_model``; skipped with fused pairs, whose unequal durations break
-        the relabeling argument)."""
-        if self.m.fusable:
-            return
-        for c, chain in enumerate(self.m.chains):
+        by relabeling, see ``pipeline_model``; with fused pairs only along ``fifo_chains``)."""
+        for c, chain in enumerate(fifo_chains(self.m)):
             for a, b in itertools.pairwise(chain):
                 self.cp.add(self.start[b] >= self.end[a]).with_name(f"fifo[{c},{a}]")
 
@@ -362,9 +376,9 @@ class CpSatBackend:
         start[F_b(k + C//2)] >= end[R_b(k)] and start[F_b(k + C)] >= end[R_a(k)].
         """
         m = self.m
-        if m.fusable or not m.is_fixed or not m.capacity or len(m.tasks) > MEMFIFO_MAX_TASKS:
+        if not m.is_fixed or not m.capacity or len(m.tasks) > MEMFIFO_MAX_TASKS:
             return
-        chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in m.chains}
+        chain_of: dict[frozenset[int], tuple[int, ...]] = {frozenset(c): c for c in fifo_chains(m)}
         for d in range(m.num_devices):
             cap = m.capacity[d]
             groups = [g.index for g in m.groups if g.devices == (d,)]

@@ -74,6 +74,11 @@ class MilpFormulation:
             raise InvalidInputError(
                 f"objective {self.opt.objective!r}: unknown; use makespan, memory or weighted"
             )
+        if any(p.absorbed is not None for p in model.fusable):
+            raise InvalidInputError(
+                "fused F&B on stages with a split backward (I, W): modelled by --backend cpsat only; "
+                "drop --fused or use --backend cpsat"
+            )
         self.columns: list[Column] = []
         self.rows: list[Row] = []
         self.bounds = lower_bounds(model)

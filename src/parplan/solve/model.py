@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
@@ -137,12 +137,21 @@ class Lifetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FusablePair:
-    """A forward task and a backward task of another stage that may run fused for ``ticks``."""
+    """A forward task and a backward task of another micro-batch or stage that may run fused for
+    ``ticks`` (DualPipe's F&B chunk).
+
+    With a split backward, ``backward`` is the I task and ``absorbed`` the W task of the same stage
+    and micro-batch: the chunk overlaps the forward with the whole backward B = I + W. Fused, the
+    forward and the I start together and end after ``ticks``; the absorbed W has no interval of its
+    own: it lasts zero ticks at the chunk's end (so its arc from I holds as it stands and its
+    activation is released when the chunk ends).
+    """
 
     forward: int
     backward: int
     device: int
     ticks: int
+    absorbed: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +169,9 @@ class TaskModel:
     chains
         Task sequences that may be ordered without losing optimality (identical micro-batches, see
         ``pipeline_model``): start[t_k] <= start[t_k+1] and end[t_k] <= start[t_k+1].
+    fusion_complete
+        Whether ``fusable`` offers every fusion with a gain (False when ``pipeline_model`` kept
+        only a window of them: its bounds then ignore the others).
     interchangeable_devices
         Whether permuting devices maps solutions to solutions of equal cost (device symmetry).
     group_chain
@@ -177,6 +189,7 @@ class TaskModel:
     capacity: tuple[int | None, ...] = ()
     chains: tuple[tuple[int, ...], ...] = ()
     fusable: tuple[FusablePair, ...] = ()
+    fusion_complete: bool = True
     interchangeable_devices: bool = False
     group_chain: tuple[int, ...] = ()
     name: str = ""
@@ -228,6 +241,11 @@ class TaskModel:
         """Fused pair durations by (forward, backward)."""
         return {(p.forward, p.backward): p.ticks for p in self.fusable}
 
+    @cached_property
+    def pair_of(self) -> dict[tuple[int, int], FusablePair]:
+        """Fusable pairs by (forward, backward)."""
+        return {(p.forward, p.backward): p for p in self.fusable}
+
     @property
     def is_fixed(self) -> bool:
         """Whether every group has exactly one possible device."""
@@ -260,21 +278,38 @@ class Assignment:
         return self.start[task] + self.duration(model, task)
 
     def duration(self, model: TaskModel, task: int) -> int:
-        """Ticks the task occupies: its own duration, or its fused pair's."""
+        """Ticks the task occupies: its own duration, its fused pair's, or 0 when absorbed (a W
+        fused with its I: it sits at the pair's end)."""
         if self.fused:
-            ticks = model.pair_ticks
+            pairs = model.pair_of
             for fwd, bwd in self.fused:
+                p = pairs[fwd, bwd]
                 if task in (fwd, bwd):
-                    return ticks[fwd, bwd]
+                    return p.ticks
+                if task == p.absorbed:
+                    return 0
         return model.tasks[task].duration_on(self.device[task])
 
     def ends(self, model: TaskModel) -> list[int]:
         """End tick of every task (one pass, for checks over all tasks)."""
-        ticks = model.pair_ticks if self.fused else {}
+        pairs = model.pair_of if self.fused else {}
         dur = [model.tasks[t].duration_on(self.device[t]) for t in range(len(model.tasks))]
         for fwd, bwd in self.fused:
-            dur[fwd] = dur[bwd] = ticks[fwd, bwd]
+            p = pairs[fwd, bwd]
+            dur[fwd] = dur[bwd] = p.ticks
+            if p.absorbed is not None:
+                dur[p.absorbed] = 0
         return [s + d for s, d in zip(self.start, dur, strict=True)]
+
+    def hidden(self, model: TaskModel) -> set[int]:
+        """Tasks that have no device interval of their own: fused backwards and absorbed Ws."""
+        out: set[int] = set()
+        for fwd, bwd in self.fused:
+            out.add(bwd)
+            absorbed = model.pair_of[fwd, bwd].absorbed
+            if absorbed is not None:
+                out.add(absorbed)
+        return out
 
     def makespan(self, model: TaskModel) -> int:
         return max(self.ends(model), default=0)
@@ -292,7 +327,7 @@ class Assignment:
     def busy(self, model: TaskModel) -> list[int]:
         """Each device's busy ticks (a fused pair counted once)."""
         out = [0] * model.num_devices
-        hidden = {b for _, b in self.fused}
+        hidden = self.hidden(model)
         for t in range(len(model.tasks)):
             if t not in hidden:
                 out[self.device[t]] += self.duration(model, t)
@@ -325,7 +360,20 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
                 f"arc {model.tasks[a.src].label}->{model.tasks[a.dst].label}: starts "
                 f"{sol.start[a.dst]} < {ends[a.src]} + {delay}"
             )
-    in_pair = {t for pair in sol.fused for t in pair[1:]}
+    pairs = model.pair_of
+    unknown = [pair for pair in sol.fused if pair not in pairs]
+    if unknown:
+        return [*out, f"fused pairs {unknown[:3]} are not offered by the model"]
+    in_pair = sol.hidden(model)
+    seen: set[int] = set()
+    for pair in sol.fused:
+        p = pairs[pair]
+        for member in (p.forward, p.backward, p.absorbed):
+            if member is None:
+                continue
+            if member in seen:
+                out.append(f"task {model.tasks[member].label}: in two fused pairs")
+            seen.add(member)
     by_dev: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for i in range(n):
         if i in in_pair:
@@ -341,6 +389,12 @@ def check_assignment(model: TaskModel, sol: Assignment) -> list[str]:
     for fwd, bwd in sol.fused:
         if sol.start[fwd] != sol.start[bwd] or sol.device[fwd] != sol.device[bwd]:
             out.append(f"fused pair {model.tasks[fwd].label}&{model.tasks[bwd].label}: not together")
+        w = pairs[fwd, bwd].absorbed
+        if w is not None and (sol.start[w] != ends[fwd] or sol.device[w] != sol.device[fwd]):
+            out.append(
+                f"fused pair {model.tasks[fwd].label}&{model.tasks[bwd].label}: absorbed "
+                f"{model.tasks[w].label} starts {sol.start[w]}, not at the pair's end {ends[fwd]}"
+            )
     peaks = peak_levels(model, sol) if model.capacity else []
     for d in range(model.num_devices):
         cap = model.capacity[d] if model.capacity else None
@@ -398,9 +452,10 @@ def pipeline_model(
     memory_limit
         Overrides every device's memory limit (same units as the problem); None keeps the problem's.
     fused
-        Offer DualPipe-style fused pairs: the forward of one micro-batch with the backward (I, or B
-        when the backward is not split) of another on the same device, lasting the forward stage's
-        FB time. Only for fixed placement and stages that give an FB time below the pair's sum.
+        Offer DualPipe-style fused pairs: the forward of one micro-batch with the whole backward of
+        another (B, or I with its W absorbed when the backward is split) on the same device,
+        lasting the forward stage's FB time. Only for fixed placement and stages whose FB time is
+        below F + B (see ``_fusable_pairs``).
     contiguous
         For free placement of a chain: devices must not decrease along the chain.
     round_down
@@ -506,31 +561,7 @@ def pipeline_model(
             for k in kinds:
                 chains.append(tuple(key_index[(s, k, j)] for j in sorted(mbs)))
 
-    fusable: list[FusablePair] = []
-    if fused and problem.is_placed:
-        back_kind = "I" if problem.split_backward else "B"
-        for fwd_stage in problem.stages:
-            dev = fwd_stage.device
-            assert dev is not None  # fusion needs a placed problem
-            fb = fwd_stage.cost_on(dev).FB
-            if fb is None:
-                continue
-            fb_ticks = ticks(fb, tick)
-            for bwd_stage in problem.stages:
-                if bwd_stage.device != dev:
-                    continue
-                for mf in problem.microbatches:
-                    if not problem.passes(mf.index, fwd_stage.index):
-                        continue
-                    ft = key_index[(fwd_stage.index, "F", mf.index)]
-                    for mbk in problem.microbatches:
-                        if not problem.passes(mbk.index, bwd_stage.index):
-                            continue
-                        if mbk.index == mf.index and bwd_stage.index == fwd_stage.index:
-                            continue  # a pass cannot overlap its own backward
-                        bt = key_index[(bwd_stage.index, back_kind, mbk.index)]
-                        if fb_ticks < tasks[ft].durations[0][1] + tasks[bt].durations[0][1]:
-                            fusable.append(FusablePair(forward=ft, backward=bt, device=dev, ticks=fb_ticks))
+    fusable, complete = _fusable_pairs(problem, tasks, key_index, tick, ticks) if fused else ([], True)
 
     # free placement on identical devices: any permutation of devices is an equivalent solution
     interchangeable = (
@@ -564,10 +595,92 @@ def pipeline_model(
         capacity=capacity,
         chains=tuple(chains),
         fusable=tuple(fusable),
+        fusion_complete=complete,
         interchangeable_devices=bool(interchangeable),
         group_chain=group_chain,
         name=problem.name,
     )
+
+
+#: Most fusable pairs ``pipeline_model`` offers in full; beyond, only a window of micro-batches.
+MAX_FUSABLE_PAIRS = 40_000
+#: The window: a forward fuses with backwards of micro-batches at most this far apart in index.
+FUSION_WINDOW = 8
+
+
+def _fusable_pairs(
+    problem: PipelineProblem,
+    tasks: Sequence[Task],
+    key_index: dict[tuple[int, str, int], int],
+    tick: float,
+    ticks: Callable[[float, float], int],
+) -> tuple[list[FusablePair], bool]:
+    """DualPipe's F&B chunks the model offers, and whether that is every one with a gain.
+
+    A forward F(s, j) fuses with the backward of (s', k) on the same device ((s', k) != (s, j)),
+    for FB(s) ticks when that is below F + B: with a split backward the pair is F & I(s', k) with
+    W(s', k) absorbed (FB is defined for a forward overlapped with a whole backward; F & I alone
+    with W later would take the same FB ticks and is dominated). Pairs of one micro-batch whose
+    backward depends on the forward (any two stages of one path) never start together: left out.
+    Pairs grow as (tasks per device)^2: above ``MAX_FUSABLE_PAIRS`` only micro-batches within
+    ``FUSION_WINDOW`` of each other are paired, and the pair set is reported incomplete.
+    """
+    if not problem.is_placed:
+        return [], True
+    split = problem.split_backward
+    back_kind = "I" if split else "B"
+    by_dev: dict[int, list[int]] = defaultdict(list)
+    for st in problem.stages:
+        assert st.device is not None  # placed
+        by_dev[st.device].append(st.index)
+    candidates: list[tuple[int, int, int, int, int, int]] = []  # fwd stage, mb, bwd stage, mb, dev, ticks
+    for dev, stages in by_dev.items():
+        for s in stages:
+            fb = problem.stages[s].cost_on(dev).FB
+            if fb is None:
+                continue
+            fb_ticks = ticks(fb, tick)
+            for s2 in stages:
+                for j in (mb.index for mb in problem.microbatches if problem.passes(mb.index, s)):
+                    ft = key_index[(s, "F", j)]
+                    for k in (mb.index for mb in problem.microbatches if problem.passes(mb.index, s2)):
+                        if k == j and (_downstream(problem, j, s, s2) or _downstream(problem, j, s2, s)):
+                            continue  # its own backward, or one that waits for this forward
+                        bt = key_index[(s2, back_kind, k)]
+                        apart = tasks[ft].durations[0][1] + tasks[bt].durations[0][1]
+                        if split:
+                            apart += tasks[key_index[(s2, "W", k)]].durations[0][1]
+                        if fb_ticks < apart:
+                            candidates.append((s, j, s2, k, dev, fb_ticks))
+    complete = len(candidates) <= MAX_FUSABLE_PAIRS
+    if not complete:
+        candidates = [c for c in candidates if abs(c[1] - c[3]) <= FUSION_WINDOW]
+    pairs = [
+        FusablePair(
+            forward=key_index[(s, "F", j)],
+            backward=key_index[(s2, back_kind, k)],
+            device=dev,
+            ticks=fb_ticks,
+            absorbed=key_index[(s2, "W", k)] if split else None,
+        )
+        for s, j, s2, k, dev, fb_ticks in candidates
+    ]
+    return pairs, complete
+
+
+def _downstream(problem: PipelineProblem, mb: int, src: int, dst: int) -> bool:
+    """Whether micro-batch ``mb``'s route leads from stage ``src`` to stage ``dst`` (dst's backward
+    then needs src's forward)."""
+    seen, stack = {src}, [src]
+    while stack:
+        s = stack.pop()
+        if s == dst:
+            return True
+        for e in problem.mb_succs(mb, s):
+            if e.dst not in seen:
+                seen.add(e.dst)
+                stack.append(e.dst)
+    return False
 
 
 def _is_stage_chain(problem: PipelineProblem) -> bool:
@@ -647,11 +760,13 @@ def retime(
 ) -> Assignment | None:
     """ASAP start ticks of tasks run in the given per-device orders; None on a deadlock.
 
-    A fused pair appears in the order as its forward task; its backward starts with it.
+    A fused pair appears in the order as its forward task; its backward starts with it and its
+    absorbed W (not in the order) sits at its end.
     """
     n = len(model.tasks)
     partner = {f: b for f, b in fused}
-    pair_ticks = {(p.forward, p.backward): p.ticks for p in model.fusable}
+    pair_ticks = model.pair_ticks
+    absorbed = {f: model.pair_of[f, b].absorbed for f, b in fused}
     start = [-1] * n
     end = [-1] * n
     heads = [0] * len(orders)
@@ -682,6 +797,9 @@ def retime(
                 for m in members:
                     start[m] = ready
                     end[m] = ready + dur
+                w = absorbed.get(t)
+                if w is not None:
+                    start[w] = end[w] = ready + dur
                 free[d] = ready + dur
                 heads[d] += 1
                 progress = True
@@ -695,10 +813,10 @@ def canonical(model: TaskModel, sol: Assignment) -> Assignment:
 
     Along every chain of identical micro-batches the start times are sorted (the relabeling argument
     of ``pipeline_model``); on interchangeable devices, devices are renumbered in the order in which
-    groups (by index) first use them. Fused solutions are returned unchanged.
+    groups (by index) first use them. With fused pairs, see ``_canonical_fused``.
     """
     if sol.fused:
-        return sol
+        return _canonical_fused(model, sol)
     start = list(sol.start)
     for chain in model.chains:
         times = sorted(start[t] for t in chain)
@@ -716,3 +834,43 @@ def canonical(model: TaskModel, sol: Assignment) -> Assignment:
                 rename[d] = len(rename)
         device = [rename[d] for d in device]
     return Assignment(device=tuple(device), start=tuple(start))
+
+
+def fifo_chains(model: TaskModel) -> tuple[tuple[int, ...], ...]:
+    """The chains along which some optimal solution is in FIFO order.
+
+    All of ``model.chains`` without fusion. With fused pairs the relabeling argument of
+    ``pipeline_model`` still holds for F and I (or B) passes: tasks of one stage and kind share a
+    device and never overlap (alone or in a chunk), so their starts and ends sort alike. It fails
+    for W when pairs absorb it: a W follows its own I into a chunk, so W's are relabeled with
+    their I and left unordered.
+    """
+    if not any(p.absorbed is not None for p in model.fusable):
+        return model.chains
+    return tuple(c for c in model.chains if model.tasks[c[0]].key[1] != "W")
+
+
+def _canonical_fused(model: TaskModel, sol: Assignment) -> Assignment:
+    """``sol`` relabeled along the ``fifo_chains`` (start order, ends break ties); each W takes
+    the label of its I, and fused pairs follow their members."""
+    ends = sol.ends(model)
+    rename = list(range(len(model.tasks)))
+    for chain in fifo_chains(model):
+        ranked = sorted(chain, key=lambda t: (sol.start[t], ends[t], t))
+        for new, old in zip(chain, ranked, strict=True):
+            rename[old] = new
+    absorbs = any(p.absorbed is not None for p in model.fusable)
+    if absorbs:
+        key = model.task_of_key
+        for t in model.tasks:
+            s, k, j = t.key
+            if k == "I" and (s, "W", j) in key:
+                _, _, new_j = model.tasks[rename[t.index]].key
+                rename[key[(s, "W", j)]] = key[(s, "W", new_j)]
+    start = [0] * len(model.tasks)
+    for old, new in enumerate(rename):
+        start[new] = sol.start[old]
+    fused = tuple((rename[f], rename[b]) for f, b in sol.fused)
+    if any(pair not in model.pair_of for pair in fused):
+        return sol  # a relabeled pair the model does not offer: keep the solution as it is
+    return Assignment(device=sol.device, start=tuple(start), fused=fused)
