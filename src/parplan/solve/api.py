@@ -54,6 +54,9 @@ WARM_SHARE = 0.15
 SEARCH_SHARE = 0.3
 SEARCH_SHARE_LARGE = 0.6
 LARGE_TASKS = 600
+#: Below this many tasks the search is skipped; it stops after this many fruitless kicks in a row.
+SEARCH_MIN_TASKS = 150
+SEARCH_PATIENCE = 300
 #: Share of what is left that one-device relaxation bounds may use before the main solve.
 RELAXATION_SHARE = 0.25
 #: Time kept for certifying the answer (re-timing, validation, rounded bounds), seconds per task.
@@ -275,6 +278,8 @@ def improved_start(setup: _Setup, starts: list[WarmStart], deadline: float) -> W
     first = setup.phases[0]
     if first not in ("makespan", "span") or not setup.model.is_fixed or not starts:
         return None
+    if len(setup.model.tasks) < SEARCH_MIN_TASKS:
+        return None  # CP-SAT alone proves these quickly
     best = min(starts, key=lambda w: _plan_key(w.plan, setup.phases, setup.memory_weight))
     bounds = lower_bounds(setup.model)
     floor = _phase_bound(bounds, first, 0)
@@ -284,7 +289,9 @@ def improved_start(setup: _Setup, starts: list[WarmStart], deadline: float) -> W
         return None
     from parplan.solve.improve import improve_schedule
 
-    schedule = improve_schedule(setup.problem, best.plan.schedule, objective=first, deadline=deadline)
+    schedule = improve_schedule(
+        setup.problem, best.plan.schedule, objective=first, deadline=deadline, patience=SEARCH_PATIENCE
+    )
     plan = Plan.from_schedule(setup.problem, schedule)
     if plan.validate():
         return None

@@ -440,12 +440,17 @@ class _Search:
                     break
         return state
 
-    def run(self, state: _State) -> _State:
+    def run(self, state: _State, patience: int | None = None) -> _State:
+        """Descend, then kick and descend again until the stop time, or until ``patience`` kicks
+        in a row found nothing better."""
         best = state = self.descend(state)
-        while time.perf_counter() < self.stop:
+        stalled = 0
+        while time.perf_counter() < self.stop and (patience is None or stalled < patience):
             state = self.descend(self.kick(best))
             if _better(state, best):
-                best = state
+                best, stalled = state, 0
+            else:
+                stalled += 1
         return best
 
 
@@ -457,6 +462,7 @@ def improve_schedule(
     deadline: float,
     memory_limit: float | None = None,
     seed: int = 0,
+    patience: int | None = None,
 ) -> Schedule:
     """A schedule at least as good as ``schedule``, found by local search until ``deadline``.
 
@@ -474,6 +480,8 @@ def improve_schedule(
     seed
         Seed of the move order and the kicks (results depend on it and on how many moves fit
         before the deadline).
+    patience
+        Stop early after this many kicks in a row without improvement (None: run to the deadline).
 
     Returns
     -------
@@ -514,7 +522,7 @@ def improve_schedule(
     stop = deadline - reserve
     search = _Search(tasks, objective, random.Random(seed), stop)
     first = search.state(orders, timing)
-    best = search.run(first)
+    best = search.run(first, patience)
     was_split = len(tasks.actions) != sum(len(o) for o in schedule.orders)
     if (best is first and not was_split) or max(best.values) > max(first.values):
         return schedule
