@@ -472,97 +472,14 @@ def pipeline_model(
     """
     n_dev = problem.num_devices
     limits = [memory_limit if memory_limit is not None else d.memory_limit for d in problem.devices]
-
-    kinds = ("F", *problem.backward_kinds())
-    durations: list[float] = []
-    for st in problem.stages:
-        devs = [st.device] if st.device is not None else list(range(n_dev))
-        for d in devs:
-            c = st.cost_on(d)
-            durations += [c.of(k) for k in kinds]
-            if fused and c.FB is not None:
-                durations.append(c.FB)
-    durations += [e.comm for e in problem.edges]
-    tick, exact = choose_quantum(durations, max_exact=MAX_EXACT_TICKS, rounded=ROUNDED_TICKS)
+    tick, exact, quantum = _units(problem, limits, fused)
     ticks = to_ticks_floor if round_down else to_ticks
-
-    mem_values: list[float] = []
-    for st in problem.stages:
-        mem_values += [st.act_mem, st.wgrad_mem, st.act_mem - st.wgrad_mem, st.param_mem]
-    mem_values += [x for x in limits if x is not None]
-    quantum, _ = choose_quantum(mem_values, max_exact=MAX_EXACT_QUANTA, rounded=MAX_EXACT_QUANTA)
-
-    groups = tuple(
-        Group(
-            index=st.index,
-            name=st.name or f"stage{st.index}",
-            devices=(st.device,) if st.device is not None else tuple(range(n_dev)),
-            static_mem=to_ticks(st.param_mem, quantum),
-        )
-        for st in problem.stages
-    )
-
-    tasks: list[Task] = []
-    key_index: dict[tuple[int, str, int], int] = {}
-
-    def add(stage: int, kind: str, mb: int) -> int:
-        st = problem.stages[stage]
-        durs = tuple((d, ticks(st.cost_on(d).of(kind), tick)) for d in groups[stage].devices)
-        idx = len(tasks)
-        tasks.append(Task(index=idx, key=(stage, kind, mb), group=stage, durations=durs))
-        key_index[(stage, kind, mb)] = idx
-        return idx
-
-    arcs: list[Arc] = []
-    lifetimes: list[Lifetime] = []
-    for mb in problem.microbatches:
-        j = mb.index
-        order = [s for s in problem.topo_order if problem.passes(j, s)]
-        for s in order:
-            add(s, "F", j)
-        for s in reversed(order):
-            for k in problem.backward_kinds():
-                add(s, k, j)
-        for s in order:
-            f = key_index[(s, "F", j)]
-            for e in problem.mb_preds(j, s):
-                arcs.append(Arc(src=key_index[(e.src, "F", j)], dst=f, delay=ticks(e.comm, tick)))
-            back = key_index[(s, "I" if problem.split_backward else "B", j)]
-            arcs.append(Arc(src=f, dst=back))
-            for e in problem.mb_succs(j, s):
-                src = key_index[(e.dst, "I" if problem.split_backward else "B", j)]
-                arcs.append(Arc(src=src, dst=back, delay=ticks(e.comm, tick)))
-            st = problem.stages[s]
-            if problem.split_backward:
-                w = key_index[(s, "W", j)]
-                arcs.append(Arc(src=back, dst=w))
-                # the two parts sum to the rounded activation, so k activations at a limit of k
-                # stay within it; each part still rounds up what it holds alone (W's residual)
-                wg = to_ticks(st.wgrad_mem, quantum)
-                keep = max(0, to_ticks(st.act_mem, quantum) - wg)
-                if keep:
-                    lifetimes.append(Lifetime(first=f, last=back, demand=keep))
-                if wg:
-                    lifetimes.append(Lifetime(first=f, last=w, demand=wg))
-            else:
-                act = to_ticks(st.act_mem, quantum)
-                if act:
-                    lifetimes.append(Lifetime(first=f, last=back, demand=act))
-
-    # identical micro-batches (same route) -> FIFO chains per (stage, kind); see Notes
-    by_route: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for mb in problem.microbatches:
-        by_route[tuple(sorted(mb.stages))].append(mb.index)
-    chains: list[tuple[int, ...]] = []
-    for route, mbs in by_route.items():
-        if len(mbs) < 2:
-            continue
-        for s in route:
-            for k in kinds:
-                chains.append(tuple(key_index[(s, k, j)] for j in sorted(mbs)))
-
+    groups = _groups(problem, quantum)
+    tasks, key_index = _tasks(problem, groups, tick, ticks)
+    arcs = _arcs(problem, key_index, tick, ticks)
+    lifetimes = _lifetimes(problem, key_index, quantum)
+    chains = _chains(problem, key_index)
     fusable, complete = _fusable_pairs(problem, tasks, key_index, tick, ticks) if fused else ([], True)
-
     # free placement on identical devices: any permutation of devices is an equivalent solution
     interchangeable = (
         not problem.is_placed
@@ -570,17 +487,7 @@ def pipeline_model(
         and all(not st.device_costs for st in problem.stages)
         and len(set(limits)) == 1
     )
-    group_chain: tuple[int, ...] = ()
-    if contiguous:
-        if problem.is_placed:
-            raise InvalidInputError(
-                "contiguous: only for free placement (the problem's stages are already placed)"
-            )
-        if not _is_stage_chain(problem):
-            raise InvalidInputError(
-                "contiguous: needs the stages to form one chain (stage k feeds stage k+1)"
-            )
-        group_chain = tuple(problem.topo_order)
+    group_chain = _group_chain(problem) if contiguous else ()
 
     capacity = tuple(None if x is None else to_quanta_floor(x, quantum) for x in limits)
     return TaskModel(
@@ -681,6 +588,146 @@ def _downstream(problem: PipelineProblem, mb: int, src: int, dst: int) -> bool:
                 seen.add(e.dst)
                 stack.append(e.dst)
     return False
+
+
+_Ticks = Callable[[float, float], int]
+
+
+def _units(
+    problem: PipelineProblem, limits: Sequence[float | None], fused: bool
+) -> tuple[float, bool, float]:
+    """The tick (and whether times convert exactly) and the memory quantum of ``problem``."""
+    kinds = ("F", *problem.backward_kinds())
+    durations: list[float] = []
+    for st in problem.stages:
+        devs = [st.device] if st.device is not None else list(range(problem.num_devices))
+        for d in devs:
+            c = st.cost_on(d)
+            durations += [c.of(k) for k in kinds]
+            if fused and c.FB is not None:
+                durations.append(c.FB)
+    durations += [e.comm for e in problem.edges]
+    tick, exact = choose_quantum(durations, max_exact=MAX_EXACT_TICKS, rounded=ROUNDED_TICKS)
+    mem_values: list[float] = []
+    for st in problem.stages:
+        mem_values += [st.act_mem, st.wgrad_mem, st.act_mem - st.wgrad_mem, st.param_mem]
+    mem_values += [x for x in limits if x is not None]
+    quantum, _ = choose_quantum(mem_values, max_exact=MAX_EXACT_QUANTA, rounded=MAX_EXACT_QUANTA)
+    return tick, exact, quantum
+
+
+def _groups(problem: PipelineProblem, quantum: float) -> tuple[Group, ...]:
+    """One group per stage: its allowed devices and its static memory in quanta."""
+    return tuple(
+        Group(
+            index=st.index,
+            name=st.name or f"stage{st.index}",
+            devices=(st.device,) if st.device is not None else tuple(range(problem.num_devices)),
+            static_mem=to_ticks(st.param_mem, quantum),
+        )
+        for st in problem.stages
+    )
+
+
+def _tasks(
+    problem: PipelineProblem, groups: Sequence[Group], tick: float, ticks: _Ticks
+) -> tuple[list[Task], dict[tuple[int, str, int], int]]:
+    """tasks[(stage, kind, microbatch)]: per micro-batch its forwards in stage order, then its
+    backward passes in reverse stage order, with a duration per allowed device."""
+    tasks: list[Task] = []
+    key_index: dict[tuple[int, str, int], int] = {}
+
+    def add(stage: int, kind: str, mb: int) -> None:
+        st = problem.stages[stage]
+        durs = tuple((d, ticks(st.cost_on(d).of(kind), tick)) for d in groups[stage].devices)
+        idx = len(tasks)
+        tasks.append(Task(index=idx, key=(stage, kind, mb), group=stage, durations=durs))
+        key_index[(stage, kind, mb)] = idx
+
+    for mb in problem.microbatches:
+        order = [s for s in problem.topo_order if problem.passes(mb.index, s)]
+        for s in order:
+            add(s, "F", mb.index)
+        for s in reversed(order):
+            for k in problem.backward_kinds():
+                add(s, k, mb.index)
+    return tasks, key_index
+
+
+def _arcs(
+    problem: PipelineProblem, key_index: dict[tuple[int, str, int], int], tick: float, ticks: _Ticks
+) -> list[Arc]:
+    """precedence per micro-batch j: F(s) after F of each producer (+ comm); back(s) after F(s) and
+    after back of each consumer (+ comm); W(s) after I(s)."""
+    arcs: list[Arc] = []
+    back_kind = "I" if problem.split_backward else "B"
+    for mb in problem.microbatches:
+        j = mb.index
+        for s in (s for s in problem.topo_order if problem.passes(j, s)):
+            f = key_index[(s, "F", j)]
+            for e in problem.mb_preds(j, s):
+                arcs.append(Arc(src=key_index[(e.src, "F", j)], dst=f, delay=ticks(e.comm, tick)))
+            back = key_index[(s, back_kind, j)]
+            arcs.append(Arc(src=f, dst=back))
+            for e in problem.mb_succs(j, s):
+                arcs.append(Arc(src=key_index[(e.dst, back_kind, j)], dst=back, delay=ticks(e.comm, tick)))
+            if problem.split_backward:
+                arcs.append(Arc(src=back, dst=key_index[(s, "W", j)]))
+    return arcs
+
+
+def _lifetimes(
+    problem: PipelineProblem, key_index: dict[tuple[int, str, int], int], quantum: float
+) -> list[Lifetime]:
+    """memory per micro-batch and stage: act from F's start to B's end, or act - wgrad until I's
+    end and wgrad until W's end."""
+    lifetimes: list[Lifetime] = []
+    for mb in problem.microbatches:
+        j = mb.index
+        for s in (s for s in problem.topo_order if problem.passes(j, s)):
+            st = problem.stages[s]
+            f = key_index[(s, "F", j)]
+            if problem.split_backward:
+                # the two parts sum to the rounded activation, so k activations at a limit of k
+                # stay within it; each part still rounds up what it holds alone (W's residual)
+                wg = to_ticks(st.wgrad_mem, quantum)
+                keep = max(0, to_ticks(st.act_mem, quantum) - wg)
+                if keep:
+                    lifetimes.append(Lifetime(first=f, last=key_index[(s, "I", j)], demand=keep))
+                if wg:
+                    lifetimes.append(Lifetime(first=f, last=key_index[(s, "W", j)], demand=wg))
+            else:
+                act = to_ticks(st.act_mem, quantum)
+                if act:
+                    lifetimes.append(Lifetime(first=f, last=key_index[(s, "B", j)], demand=act))
+    return lifetimes
+
+
+def _chains(problem: PipelineProblem, key_index: dict[tuple[int, str, int], int]) -> list[tuple[int, ...]]:
+    """FIFO chains of identical micro-batches (same route), per stage and kind (see Notes)."""
+    kinds = ("F", *problem.backward_kinds())
+    by_route: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for mb in problem.microbatches:
+        by_route[tuple(sorted(mb.stages))].append(mb.index)
+    chains: list[tuple[int, ...]] = []
+    for route, mbs in by_route.items():
+        if len(mbs) < 2:
+            continue
+        for s in route:
+            for k in kinds:
+                chains.append(tuple(key_index[(s, k, j)] for j in sorted(mbs)))
+    return chains
+
+
+def _group_chain(problem: PipelineProblem) -> tuple[int, ...]:
+    """contiguous placement: the stage chain whose devices must not decrease."""
+    if problem.is_placed:
+        raise InvalidInputError(
+            "contiguous: only for free placement (the problem's stages are already placed)"
+        )
+    if not _is_stage_chain(problem):
+        raise InvalidInputError("contiguous: needs the stages to form one chain (stage k feeds stage k+1)")
+    return tuple(problem.topo_order)
 
 
 def _is_stage_chain(problem: PipelineProblem) -> bool:
