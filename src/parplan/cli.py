@@ -786,6 +786,42 @@ def show(
     _run(body)
 
 
+# ----------------------------------------------------------------------------- export
+@app.command()
+def export(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
+    to: Annotated[str, typer.Option("--to", help="torchtitan | megatron | deepspeed.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write the files into.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Write a plan as a framework's configuration: torchtitan TOML + schedule CSV, Megatron flags, DeepSpeed JSON.
+
+    What the framework cannot express (a planner order beyond its schedules, per-stage strategies,
+    cuts inside a layer, ...) is listed on stderr, one line each.
+    """
+
+    def body() -> None:
+        from parplan.plan import read_plan
+        from parplan.report.export import export_plan
+
+        result = export_plan(read_plan(plan_file), to, output)
+        if json_:
+            _emit_json(
+                {
+                    "target": result.target,
+                    "written": [str(f) for f in result.files],
+                    "unsupported": list(result.unsupported),
+                }
+            )
+        for line in result.unsupported:
+            err.print(f"{to} cannot express: {line}", highlight=False, markup=False, soft_wrap=True)
+        if not json_:
+            for path in result.files:
+                err.print(f"wrote {path}", highlight=False)
+
+    _run(body)
+
+
 # ----------------------------------------------------------------------------- fjsp
 @app.command()
 def fjsp(

@@ -183,3 +183,54 @@ def run_pipelining_device(
             )
         ),
     }
+
+
+def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[int, list[str]]:
+    """Load a compute-only CSV with torch's own ``_PipelineScheduleRuntime._load_csv``, as every rank.
+
+    For each device d of ``plan`` this joins a single-process fake process group as rank d of
+    ``num_devices`` (torch's ``FakeStore`` backend: no communication), builds a placeholder
+    ``PipelineStage`` for each stage the plan puts on d, constructs the runtime with the plan's
+    micro-batch count and loads the file, which makes torch validate the schedule and lower it to
+    sends and receives. This is the check that torchtitan (``pipeline_parallel_schedule_csv``) will
+    accept the file. Must be called with no process group initialized; none is left behind.
+
+    Returns
+    -------
+    dict
+        ``rank -> [action, ...]``: torch's lowered order with communication (``0SEND_F0``, ...).
+
+    Raises
+    ------
+    InvalidInputError
+        When torch rejects the file; the message carries torch's.
+    """
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from parplan.errors import InvalidInputError
+
+    if dist.is_initialized():
+        raise InvalidInputError("load_csv_into_runtime: a process group is already initialized")
+    problem = plan.problem
+    lowered: dict[int, list[str]] = {}
+    for rank in range(problem.num_devices):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
+        try:
+            stages = [
+                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
+                for s in problem.stages
+                if s.device == rank
+            ]
+            runtime = _PipelineScheduleRuntime(stages, problem.num_microbatches, loss_fn=_loss_fn)
+            try:
+                runtime._load_csv(str(csv_path), format="compute_only")
+            except (ValueError, AssertionError, RuntimeError, KeyError) as exc:
+                raise InvalidInputError(
+                    f"{csv_path}: torch's _PipelineScheduleRuntime refuses it as rank {rank}: {exc}"
+                ) from None
+            lowered[rank] = [str(a) for a in runtime.pipeline_order_with_comms[rank]]
+        finally:
+            dist.destroy_process_group()
+    return lowered
