@@ -37,9 +37,21 @@ err = Console(stderr=True)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from parplan import __version__
+
+        out.print(f"parplan {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -59,7 +71,15 @@ Placement = Annotated[
     str | None,
     typer.Option(help="linear | interleaved | v | bidirectional | free.", rich_help_panel=G_SYN),
 ]
-Chunks = Annotated[int | None, typer.Option(help="Stages per device (interleaved).", rich_help_panel=G_SYN)]
+Chunks = Annotated[
+    int | None,
+    typer.Option(
+        "--chunks",
+        "--virtual-stages",
+        help="Stages per device (interleaved): Megatron's virtual stages per pipeline rank.",
+        rich_help_panel=G_SYN,
+    ),
+]
 Costs = Annotated[
     str | None,
     typer.Option(help="Per-stage pass times, e.g. F=1,I=1,W=1[,FB=3] or F=1,B=2.", rich_help_panel=G_SYN),
@@ -368,7 +388,9 @@ def compare(
 
         base = problem_for(None)
         if schedules_:
-            names = [s.strip() for s in schedules_.split(",") if s.strip()]
+            from parplan.schedule.expert import canonical_schedule_name
+
+            names = [canonical_schedule_name(s.strip()) for s in schedules_.split(",") if s.strip()]
             for n in names:
                 build_schedule(n, problem_for(n) if n in SCHEDULES else base)  # unknown/precondition
         else:

@@ -234,3 +234,37 @@ def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[
         finally:
             dist.destroy_process_group()
     return lowered
+
+
+def torch_schedule_orders(torch_name: str, plan: Plan) -> dict[int, list[str]]:
+    """torch's own compute order for schedule ``torch_name`` on ``plan``'s stages and micro-batches.
+
+    Builds ``get_schedule_class(torch_name)`` per rank on a fake process group (as
+    :func:`load_csv_into_runtime`), with placeholder stages on the devices the plan gives them, and
+    returns its ``pipeline_order`` as ``rank -> [cell, ...]`` in the CSV's text (``0F3``,
+    ``(0F7;7B3)OVERLAP_F_B``), without the gradient-reduction action torch appends. Used to check
+    that parplan's aliases of torch's names build the same schedule.
+    """
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import PipelineScheduleMulti, get_schedule_class
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    problem = plan.problem
+    cls = get_schedule_class(torch_name)
+    orders: dict[int, list[str]] = {}
+    for rank in range(problem.num_devices):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
+        try:
+            stages = [
+                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
+                for s in problem.stages
+                if s.device == rank
+            ]
+            multi = issubclass(cls, PipelineScheduleMulti)
+            schedule = cls(stages if multi else stages[0], problem.num_microbatches, loss_fn=_loss_fn)
+            orders[rank] = [
+                str(a) for a in schedule.pipeline_order[rank] if a is not None and "REDUCE_GRAD" not in str(a)
+            ]
+        finally:
+            dist.destroy_process_group()
+    return orders
