@@ -231,3 +231,36 @@ def test_alias_names_in_the_cli() -> None:
     assert "unknown" in stderr and "Interleaved1F1B" in stderr
     out, _ = _invoke("--version")
     assert out.strip().startswith("parplan 0.")
+
+
+def test_built_in_orders_export_without_schedule_notes(tmp_path: Path) -> None:
+    """A plan that IS Megatron's interleaved 1F1B (whole backward passes) exports with nothing lost."""
+    costs = ("--costs", "F=1,B=2")
+    _invoke("compare", "--pp", "2", "-m", "4", "--placement", "interleaved", "--virtual-stages", "2", *costs,
+            "--schedules", "interleaved-1f1b", "-o", str(tmp_path))  # fmt: skip
+    plan = read_plan(tmp_path / "interleaved-1f1b.json")
+    result = export_plan(plan, "megatron", tmp_path / "m")
+    lines = (tmp_path / "m" / "megatron.args").read_text().splitlines()
+    assert lines[:2] == ["--pipeline-model-parallel-size 2", "--num-virtual-stages-per-pipeline-rank 2"]
+    # synthetic stages carry no micro-batch size: only that is listed
+    assert len(result.unsupported) == 1 and "micro-batch size" in result.unsupported[0]
+    par = tomllib.loads((export_plan(plan, "torchtitan", tmp_path / "t").files[0]).read_text())["parallelism"]
+    assert par["pipeline_parallel_schedule"] == "Interleaved1F1B"  # looped: stage s on rank s % 2
+    # the same stages under the planner's order (not a Megatron schedule) do get the note
+    gp = tmp_path / "gpipe"
+    _invoke(
+        "compare",
+        "--pp",
+        "2",
+        "-m",
+        "4",
+        "--placement",
+        "linear",
+        *costs,
+        "--schedules",
+        "GPipe",
+        "-o",
+        str(gp),
+    )
+    _, stderr = _invoke("export", str(gp / "gpipe.json"), "--to", "megatron", "-o", str(gp))
+    assert "beyond Megatron's built-in schedules (1f1b)" in stderr and "1f1b 15 unit" in stderr

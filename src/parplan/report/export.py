@@ -525,10 +525,15 @@ def megatron_args(plan: Plan) -> tuple[list[str], list[str]]:
             if v == 1 and len(set(middle)) <= 1:
                 args.append(f"--decoder-first-pipeline-num-layers {counts[0]}")
                 args.append(f"--decoder-last-pipeline-num-layers {counts[-1]}")
+            elif v == 1:
+                notes.append(
+                    f"layers per stage {counts}: Megatron sets the first and last stage's layers and splits "
+                    "the rest evenly, but these middle stages differ"
+                )
             else:
                 notes.append(
-                    f"layers per stage {counts}: Megatron sets the first and last stage and splits the rest "
-                    "evenly (over virtual stages alike); these middle stages differ"
+                    f"layers per virtual stage {counts}: not exported; with virtual stages Megatron splits "
+                    f"the layers evenly ({sum(counts)} over {n})"
                 )
     args.append(f"--tensor-model-parallel-size {parallel.tp}")
     if parallel.sequence_parallel:
