@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
@@ -1169,9 +1170,19 @@ def run(
     _run(body)
 
 
-def main() -> None:
-    """Entry point of the `parplan` command."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `parplan` command (``--config`` / ``--dump-config`` are expanded first)."""
+    from parplan.cli_config import expand_argv
+
+    try:
+        args, dumped = expand_argv(sys.argv[1:] if argv is None else argv, app)
+    except ParplanError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    if dumped is not None:
+        err.print(f"wrote {dumped}", highlight=False)
+        raise SystemExit(0)
+    app(args=args)
 
 
 if __name__ == "__main__":
