@@ -8,7 +8,9 @@ rows. Each stage is a ``PipelineStage`` around a thin module that runs the stage
 stage becomes the schedule's ``loss_fn`` (cross-entropy; ``scale_grads=True`` makes it the mean over
 micro-batches, as in the reference run). Private API used (torch 2.13, pinned in pyproject's
 ``runtime`` extra): ``torch.distributed.pipelining.schedules._PipelineScheduleRuntime`` and its
-``_load_csv``.
+``_load_csv``; for the checks that need no real process group (:func:`load_csv_into_runtime`,
+:func:`torch_schedule_orders`), the fake backend of
+``torch.testing._internal.distributed.fake_pg.FakeStore``.
 
 What the runtime cannot run, checked by :func:`pipelining_unsupported` (the caller falls back to
 parplan's own executor with a warning): stage graphs that are not a chain every micro-batch passes
