@@ -26,7 +26,9 @@ from parplan.spec import ProblemSpec, build_problem
 
 app = typer.Typer(
     name="parplan",
-    help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it.",
+    help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it. "
+    "plan, compare, frontier and train also read their options from --config job.toml (the command line "
+    "wins) and write them with --dump-config FILE.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
