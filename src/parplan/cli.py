@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
@@ -25,7 +26,9 @@ from parplan.spec import ProblemSpec, build_problem
 
 app = typer.Typer(
     name="parplan",
-    help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it.",
+    help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it. "
+    "plan, compare, frontier and train also read their options from --config job.toml (the command line "
+    "wins) and write them with --dump-config FILE.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -37,9 +40,21 @@ err = Console(stderr=True)
 _state = {"debug": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from parplan import __version__
+
+        out.print(f"parplan {__version__}", highlight=False)
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     _state["debug"] = debug
 
@@ -59,7 +74,15 @@ Placement = Annotated[
     str | None,
     typer.Option(help="linear | interleaved | v | bidirectional | free.", rich_help_panel=G_SYN),
 ]
-Chunks = Annotated[int | None, typer.Option(help="Stages per device (interleaved).", rich_help_panel=G_SYN)]
+Chunks = Annotated[
+    int | None,
+    typer.Option(
+        "--chunks",
+        "--virtual-stages",
+        help="Stages per device (interleaved): Megatron's virtual stages per pipeline rank.",
+        rich_help_panel=G_SYN,
+    ),
+]
 Costs = Annotated[
     str | None,
     typer.Option(help="Per-stage pass times, e.g. F=1,I=1,W=1[,FB=3] or F=1,B=2.", rich_help_panel=G_SYN),
@@ -368,7 +391,9 @@ def compare(
 
         base = problem_for(None)
         if schedules_:
-            names = [s.strip() for s in schedules_.split(",") if s.strip()]
+            from parplan.schedule.expert import canonical_schedule_name
+
+            names = [canonical_schedule_name(s.strip()) for s in schedules_.split(",") if s.strip()]
             for n in names:
                 build_schedule(n, problem_for(n) if n in SCHEDULES else base)  # unknown/precondition
         else:
@@ -786,6 +811,42 @@ def show(
     _run(body)
 
 
+# ----------------------------------------------------------------------------- export
+@app.command()
+def export(
+    plan_file: Annotated[Path, typer.Argument(metavar="PLAN.json", help="A parplan.plan/1 file.")],
+    to: Annotated[str, typer.Option("--to", help="torchtitan | megatron | deepspeed.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write the files into.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Write a plan as a framework's configuration: torchtitan TOML + schedule CSV, Megatron flags, DeepSpeed JSON.
+
+    What the framework cannot express (a planner order beyond its schedules, per-stage strategies,
+    cuts inside a layer, ...) is listed on stderr, one line each.
+    """
+
+    def body() -> None:
+        from parplan.plan import read_plan
+        from parplan.report.export import export_plan
+
+        result = export_plan(read_plan(plan_file), to, output)
+        if json_:
+            _emit_json(
+                {
+                    "target": result.target,
+                    "written": [str(f) for f in result.files],
+                    "unsupported": list(result.unsupported),
+                }
+            )
+        for line in result.unsupported:
+            err.print(f"{to} cannot express: {line}", highlight=False, markup=False, soft_wrap=True)
+        if not json_:
+            for path in result.files:
+                err.print(f"wrote {path}", highlight=False)
+
+    _run(body)
+
+
 # ----------------------------------------------------------------------------- fjsp
 @app.command()
 def fjsp(
@@ -1111,9 +1172,19 @@ def run(
     _run(body)
 
 
-def main() -> None:
-    """Entry point of the `parplan` command."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `parplan` command (``--config`` / ``--dump-config`` are expanded first)."""
+    from parplan.cli_config import expand_argv
+
+    try:
+        args, dumped = expand_argv(sys.argv[1:] if argv is None else argv, app)
+    except ParplanError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    if dumped is not None:
+        err.print(f"wrote {dumped}", highlight=False)
+        raise SystemExit(0)
+    app(args=args)
 
 
 if __name__ == "__main__":

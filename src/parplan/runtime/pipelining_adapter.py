@@ -8,7 +8,9 @@ rows. Each stage is a ``PipelineStage`` around a thin module that runs the stage
 stage becomes the schedule's ``loss_fn`` (cross-entropy; ``scale_grads=True`` makes it the mean over
 micro-batches, as in the reference run). Private API used (torch 2.13, pinned in pyproject's
 ``runtime`` extra): ``torch.distributed.pipelining.schedules._PipelineScheduleRuntime`` and its
-``_load_csv``.
+``_load_csv``; for the checks that need no real process group (:func:`load_csv_into_runtime`,
+:func:`torch_schedule_orders`), the fake backend of
+``torch.testing._internal.distributed.fake_pg.FakeStore``.
 
 What the runtime cannot run, checked by :func:`pipelining_unsupported` (the caller falls back to
 parplan's own executor with a warning): stage graphs that are not a chain every micro-batch passes
@@ -183,3 +185,88 @@ def run_pipelining_device(
             )
         ),
     }
+
+
+def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[int, list[str]]:
+    """Load a compute-only CSV with torch's own ``_PipelineScheduleRuntime._load_csv``, as every rank.
+
+    For each device d of ``plan`` this joins a single-process fake process group as rank d of
+    ``num_devices`` (torch's ``FakeStore`` backend: no communication), builds a placeholder
+    ``PipelineStage`` for each stage the plan puts on d, constructs the runtime with the plan's
+    micro-batch count and loads the file, which makes torch validate the schedule and lower it to
+    sends and receives. This is the check that torchtitan (``pipeline_parallel_schedule_csv``) will
+    accept the file. Must be called with no process group initialized; none is left behind.
+
+    Returns
+    -------
+    dict
+        ``rank -> [action, ...]``: torch's lowered order with communication (``0SEND_F0``, ...).
+
+    Raises
+    ------
+    InvalidInputError
+        When torch rejects the file; the message carries torch's.
+    """
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    from parplan.errors import InvalidInputError
+
+    if dist.is_initialized():
+        raise InvalidInputError("load_csv_into_runtime: a process group is already initialized")
+    problem = plan.problem
+    lowered: dict[int, list[str]] = {}
+    for rank in range(problem.num_devices):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
+        try:
+            stages = [
+                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
+                for s in problem.stages
+                if s.device == rank
+            ]
+            runtime = _PipelineScheduleRuntime(stages, problem.num_microbatches, loss_fn=_loss_fn)
+            try:
+                runtime._load_csv(str(csv_path), format="compute_only")
+            except (ValueError, AssertionError, RuntimeError, KeyError) as exc:
+                raise InvalidInputError(
+                    f"{csv_path}: torch's _PipelineScheduleRuntime refuses it as rank {rank}: {exc}"
+                ) from None
+            lowered[rank] = [str(a) for a in runtime.pipeline_order_with_comms[rank]]
+        finally:
+            dist.destroy_process_group()
+    return lowered
+
+
+def torch_schedule_orders(torch_name: str, plan: Plan) -> dict[int, list[str]]:
+    """torch's own compute order for schedule ``torch_name`` on ``plan``'s stages and micro-batches.
+
+    Builds ``get_schedule_class(torch_name)`` per rank on a fake process group (as
+    :func:`load_csv_into_runtime`), with placeholder stages on the devices the plan gives them, and
+    returns its ``pipeline_order`` as ``rank -> [cell, ...]`` in the CSV's text (``0F3``,
+    ``(0F7;7B3)OVERLAP_F_B``), without the gradient-reduction action torch appends. Used to check
+    that parplan's aliases of torch's names build the same schedule.
+    """
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import PipelineScheduleMulti, get_schedule_class
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    problem = plan.problem
+    cls = get_schedule_class(torch_name)
+    orders: dict[int, list[str]] = {}
+    for rank in range(problem.num_devices):
+        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
+        try:
+            stages = [
+                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
+                for s in problem.stages
+                if s.device == rank
+            ]
+            multi = issubclass(cls, PipelineScheduleMulti)
+            schedule = cls(stages if multi else stages[0], problem.num_microbatches, loss_fn=_loss_fn)
+            orders[rank] = [
+                str(a) for a in schedule.pipeline_order[rank] if a is not None and "REDUCE_GRAD" not in str(a)
+            ]
+        finally:
+            dist.destroy_process_group()
+    return orders

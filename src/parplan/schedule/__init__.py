@@ -1,10 +1,12 @@
 """Schedules: the action IR and the built-in expert pipeline schedules (most pure functions of integers)."""
 
 from parplan.schedule.expert import (
+    SCHEDULE_ALIASES,
     SCHEDULES,
     ScheduleSpec,
     applicable_schedules,
     build_schedule,
+    canonical_schedule_name,
     dualpipe,
     dualpipev,
     gpipe,
@@ -23,11 +25,13 @@ __all__ = [
     "FUSED",
     "KINDS",
     "SCHEDULES",
+    "SCHEDULE_ALIASES",
     "Action",
     "Schedule",
     "ScheduleSpec",
     "applicable_schedules",
     "build_schedule",
+    "canonical_schedule_name",
     "dualpipe",
     "dualpipev",
     "gpipe",

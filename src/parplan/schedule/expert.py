@@ -490,13 +490,58 @@ def schedule_names() -> list[str]:
     return list(SCHEDULES)
 
 
+#: Names users know from torch.distributed.pipelining (``get_schedule_class`` keys and class names),
+#: Megatron-LM, DeepSpeed and the Zero Bubble paper's code, for built-ins that are the same schedule.
+#: Matched after lower-casing and dropping ``-``, ``_`` and spaces (so ``ZB-H1``, ``zb_h1`` work too).
+#: Not aliased: torch's InterleavedZeroBubble (ZB-H1 on an interleaved placement) and LoopedBFS
+#: (breadth-first over chunks) have no built-in equivalent.
+SCHEDULE_ALIASES: dict[str, str] = {
+    "schedulegpipe": "gpipe",
+    "schedule1f1b": "1f1b",
+    "trainschedule": "1f1b",  # DeepSpeed's pipeline schedule
+    "scheduleinterleaved1f1b": "interleaved-1f1b",
+    "interleaved": "interleaved-1f1b",  # Megatron's virtual pipeline (VPP)
+    "vpp": "interleaved-1f1b",
+    "1f1binterleaved": "interleaved-1f1b",
+    "zb1p": "zb-h1",  # the Zero Bubble paper's code names ZB-H1 / ZB-H2 "ZB-1p" / "ZB-2p"
+    "zb2p": "zb-h2",
+    "zbvzerobubble": "zb-v",
+    "schedulezbvzerobubble": "zb-v",
+    "zbv": "zb-v",
+    "scheduledualpipev": "dualpipev",
+}
+
+
+def _squash(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in "-_ ")
+
+
+def canonical_schedule_name(name: str) -> str:
+    """The built-in schedule ``name`` means: itself, or the built-in of a torch / Megatron alias.
+
+    Raises
+    ------
+    InvalidInputError
+        For a name that is neither, listing the built-ins and the closest names.
+    """
+    if name in SCHEDULES:
+        return name
+    key = _squash(name)
+    for builtin in SCHEDULES:
+        if _squash(builtin) == key:
+            return builtin
+    if key in SCHEDULE_ALIASES:
+        return SCHEDULE_ALIASES[key]
+    close = difflib.get_close_matches(name.lower(), SCHEDULES, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise InvalidInputError(
+        f"schedule {name!r}: unknown; choose one of {', '.join(SCHEDULES)} (or a torch / Megatron name "
+        f"such as Interleaved1F1B, ZBVZeroBubble, DualPipeV){hint}"
+    )
+
+
 def _spec(name: str) -> ScheduleSpec:
-    spec = SCHEDULES.get(name)
-    if spec is None:
-        close = difflib.get_close_matches(name, SCHEDULES, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InvalidInputError(f"schedule {name!r}: unknown; choose one of {', '.join(SCHEDULES)}{hint}")
-    return spec
+    return SCHEDULES[canonical_schedule_name(name)]
 
 
 def _precondition_error(spec: ScheduleSpec, problem: PipelineProblem) -> str | None:
@@ -549,4 +594,4 @@ def build_schedule(name: str, problem: PipelineProblem) -> Schedule:
     reason = _precondition_error(spec, problem)
     if reason is not None:
         raise InvalidInputError(reason)
-    return Schedule.of(name, spec.orders(problem))
+    return Schedule.of(spec.name, spec.orders(problem))
