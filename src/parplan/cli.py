@@ -942,6 +942,15 @@ def frontier(
             mark = "  [bold green]<- chosen[/]" if chosen is not None and pt == chosen else ""
             t.add_row(str(i), _fmt(pt.time_s, "s"), _fmt(pt.memory_bytes, "bytes"), pt.family + mark)
         out.print(t)
+        from parplan.cost.memory import MEMORY_COMPONENTS
+
+        mt = Table(
+            "#", *(c.replace("_", " ") for c in MEMORY_COMPONENTS), title="memory / device by component"
+        )
+        for i, pt in enumerate(f.points):
+            parts = pt.memory_breakdown.to_json() if pt.memory_breakdown is not None else {}
+            mt.add_row(str(i), *(_fmt(parts[c], "bytes") if c in parts else "-" for c in MEMORY_COMPONENTS))
+        out.print(mt)
         for path in (output, plot):
             if path is not None:
                 err.print(f"wrote {path}", highlight=False)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from parplan.cluster import Cluster
+from parplan.cost.memory import MemoryBreakdown
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.frontier.pareto import Front, minkowski, thin, union
 from parplan.frontier.strategies import Layout, OpConfig, SearchSpace, search_space
@@ -57,25 +58,32 @@ class FrontierPoint:
 
     ``strategy`` pairs every operator name with its configuration name
     (see :class:`parplan.frontier.strategies.OpConfig`); ``family`` is a short label such as
-    ``"DP8"``, ``"TP8+SP"`` or ``"DP2xTP4+ZeRO-1"`` for plots and tables.
+    ``"DP8"``, ``"TP8+SP"`` or ``"DP2xTP4+ZeRO-1"`` for plots and tables. ``memory_breakdown``
+    splits ``memory_bytes`` by component (the sum over operators of each chosen configuration's
+    :class:`~parplan.cost.memory.MemoryBreakdown`; its total equals ``memory_bytes`` up to float
+    rounding); None on points built without a search space.
     """
 
     time_s: float
     memory_bytes: float
     strategy: tuple[tuple[str, str], ...]
     family: str
+    memory_breakdown: MemoryBreakdown | None = None
 
     @property
     def strategy_dict(self) -> dict[str, str]:
         return dict(self.strategy)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "time_s": self.time_s,
             "memory_bytes": self.memory_bytes,
             "family": self.family,
             "strategy": dict(self.strategy),
         }
+        if self.memory_breakdown is not None:
+            out["memory_breakdown"] = self.memory_breakdown.to_json()
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,8 +185,15 @@ class Frontier:
                     memory_bytes=float(p["memory_bytes"]),
                     strategy=tuple((str(k), str(v)) for k, v in p["strategy"].items()),
                     family=str(p.get("family", "")),
+                    memory_breakdown=(
+                        MemoryBreakdown.from_json(
+                            p["memory_breakdown"], f"frontier.points[{k}].memory_breakdown"
+                        )
+                        if p.get("memory_breakdown") is not None
+                        else None
+                    ),
                 )
-                for p in data["points"]
+                for k, p in enumerate(data["points"])
             )
             mesh = data.get("mesh")
             return cls(
@@ -706,6 +721,7 @@ def frontier(
                 memory_bytes=float(final.mem_bytes[k]),
                 strategy=tuple((graph.ops[i].name, choice[i]) for i in range(graph.num_ops)),
                 family=_family(space, choice),
+                memory_breakdown=memory_breakdown(space, choice),
             )
         )
     stats = {
@@ -733,11 +749,7 @@ def frontier(
     )
 
 
-def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, float]:
-    """(time_s, memory_bytes) of one whole-graph strategy, computed directly (for checks and tests).
-
-    ``choice`` maps operator index to configuration name.
-    """
+def _chosen(space: SearchSpace, choice: Mapping[int, str]) -> dict[int, OpConfig]:
     by_name = [{c.name: c for c in cfgs} for cfgs in space.configs]
     cfg: dict[int, OpConfig] = {}
     for i in range(space.graph.num_ops):
@@ -747,6 +759,27 @@ def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, floa
             raise InvalidInputError(
                 f"strategy: op {space.graph.ops[i].name!r} has no configuration {choice.get(i)!r}"
             ) from exc
+    return cfg
+
+
+def memory_breakdown(space: SearchSpace, choice: Mapping[int, str]) -> MemoryBreakdown:
+    """Memory per device of one whole-graph strategy by component, from the chosen configurations.
+
+    ``choice`` maps operator index to configuration name. The components are the ones every
+    :class:`OpConfig` carries (edges hold no memory), so the total is the strategy's memory.
+    """
+    total = MemoryBreakdown()
+    for c in _chosen(space, choice).values():
+        total = total + c.memory
+    return total
+
+
+def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, float]:
+    """(time_s, memory_bytes) of one whole-graph strategy, computed directly (for checks and tests).
+
+    ``choice`` maps operator index to configuration name.
+    """
+    cfg = _chosen(space, choice)
     t = sum(c.time_s for c in cfg.values())
     m = sum(c.mem_bytes for c in cfg.values())
     for e in space.graph.edges:

@@ -54,6 +54,7 @@ from functools import cached_property
 from typing import Any
 
 from parplan.cluster import Cluster
+from parplan.cost.memory import MemoryBreakdown
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op, OpGraph
 
@@ -74,7 +75,8 @@ class OpConfig:
 
     ``name`` reads ``dp{d}.tp{t}.{split}[.z{stage}][.rc]`` (e.g. ``dp2.tp4.col.z1``); ``time_s`` is
     compute plus the op's own collectives, ``mem_bytes`` its training state plus stored activations
-    per device; ``in_layout`` / ``out_layout`` are the tensor layouts it consumes and produces.
+    per device (``memory`` splits it by component and totals it exactly); ``in_layout`` /
+    ``out_layout`` are the tensor layouts it consumes and produces.
     """
 
     name: str
@@ -89,6 +91,7 @@ class OpConfig:
     mem_bytes: float
     compute_s: float
     comm_s: float
+    memory: MemoryBreakdown
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,7 +445,7 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
                 for rc in rc_options:
                     compute = steps * (fwd_s + bwd_s + (fwd_s if rc else 0.0))
                     comm = steps * (fwd_comm + bwd_comm + (fwd_comm if rc else 0.0)) + zcomm
-                    mem = st.total + (saved_input if rc else act)
+                    memory = MemoryBreakdown.of(st, saved_input if rc else act)
                     name = f"dp{d}.tp{t}.{sp.name}"
                     if z:
                         name += f".z{z}"
@@ -459,9 +462,10 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
                             in_layout=(d, sp.in_kind if t > 1 else "R"),
                             out_layout=(d, sp.out_kind if t > 1 else "R"),
                             time_s=compute + comm,
-                            mem_bytes=mem,
+                            mem_bytes=memory.total,
                             compute_s=compute,
                             comm_s=comm,
+                            memory=memory,
                         )
                     )
     return tuple(out)
