@@ -156,8 +156,30 @@ def test_cli_frontier_and_bad_config_exit_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["frontier", "--model", str(bad), "--devices", "2"])
     assert result.exit_code == 2
     assert "num_attention_heads: must divide hidden_size 4096, got 30" in result.output
-    result = runner.invoke(
-        app,
-        ["compare", "--model", str(p), "--cluster", "8xh100", "--pp", "2", "--microbatches", "4", "--json"],
-    )
+    other = _write(tmp_path, "bert.json", model_type="bert")
+    result = runner.invoke(app, ["frontier", "--model", str(other), "--devices", "2", "--json"])
+    assert result.exit_code == 2
+    assert "model_type: unsupported 'bert'; supported model types: gpt2, llama" in result.output
+    problem = ["--model", str(p), "--cluster", "8xh100", "--pp", "2", "--microbatches", "4"]
+    result = runner.invoke(app, ["compare", *problem, "--json"])
     assert result.exit_code == 0, result.output
+    assert all(row["valid"] for row in json.loads(result.stdout)["schedules"])
+    result = runner.invoke(app, ["plan", *problem, "--time-limit", "2", "--workers", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["makespan"] > 0
+
+
+def test_mistral_nemo_head_dim(tmp_path: Path) -> None:
+    # Mistral-NeMo: hidden 5120, 32 heads of 128 (not 5120 / 32 = 160), 8 KV heads
+    p = _write(
+        tmp_path,
+        model_type="mistral",
+        hidden_size=5120,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        num_hidden_layers=1,
+    )
+    ops = {op.name: op for op in resolve_model(str(p)).ops}
+    assert ops["layer0.attn.qkv"].param_bytes == 5120 * (32 + 16) * 128 * 2
+    assert ops["layer0.attn.out"].param_bytes == 32 * 128 * 5120 * 2

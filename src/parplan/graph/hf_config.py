@@ -81,9 +81,10 @@ def is_hf_config(data: Any) -> bool:
 class _Fields:
     """Typed, path-qualified access to a config's fields."""
 
-    def __init__(self, where: str, data: Mapping[str, Any]) -> None:
+    def __init__(self, where: str, data: Mapping[str, Any], family: str) -> None:
         self.where = where
         self.data = data
+        self.family = family
 
     def int(self, key: str, default: Any = _MISSING, *, low: int = 1) -> int:
         value = self.data.get(key, default)
@@ -106,8 +107,6 @@ class _Fields:
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
             raise InvalidInputError(f"{self.where}: {key}: must be a number in [0, 1), got {value!r}")
         return float(value)
-
-    family = "Hugging Face"
 
 
 def _model_type(where: str, data: Mapping[str, Any]) -> str:
@@ -262,8 +261,7 @@ def hf_transformer_config(data: Any, where: str = "config.json") -> tuple[str, _
     if not isinstance(data, dict):
         raise InvalidInputError(f"{where}: must be a JSON object, got {type(data).__name__}")
     mt = _model_type(where, data)
-    f = _Fields(where, data)
-    f.family = mt
+    f = _Fields(where, data, mt)
     if mt == "gpt2":
         cfg, seq = _gpt2(f)
     elif mt in ("llama", "mistral", "qwen2"):
