@@ -843,6 +843,9 @@ def frontier(
     epsilon: Annotated[
         float, typer.Option(help="Approximation: every strategy is within 1+eps of a returned point.")
     ] = 0.02,
+    checkpointing: Annotated[
+        bool, typer.Option(help="Also offer layer-level (full) activation checkpointing per layer.")
+    ] = False,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -879,6 +882,10 @@ def frontier(
         if time_target is not None:
             if devices is not None or grid is not None:
                 raise InvalidInputError("--time-target: searches device counts itself; drop --devices/--mesh")
+            if checkpointing:
+                raise InvalidInputError(
+                    "--checkpointing: not searched with --time-target yet; drop one of them"
+                )
             target = parse_quantity(time_target, "--time-target", "s")
             choice = fewest_devices(
                 graph,
@@ -911,6 +918,7 @@ def frontier(
                 mesh=grid,
                 dtype=dtype or "bf16",
                 memory_limit=mem_limit,
+                checkpointing=checkpointing,
             )
             chosen = None
             if mem_limit is not None:
