@@ -442,7 +442,9 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
             # gradient synchronisation group: everyone holding the same weight shard
             sync = d if sp.param_div == t else d * t
             sync_group = tuple(range(0, k, k // sync)) if sync > 1 else (0,)
-            state = training_state_bytes(op.param_bytes / sp.param_div, dtype=space.dtype)
+            state = training_state_bytes(
+                op.param_bytes / sp.param_div, dtype=space.dtype, optimizer=space.optimizer
+            )
             act = op.act_bytes * frac / sp.act_div
             in_div = 1 if sp.in_kind == "R" else t
             saved_input = x_in * frac / in_div
