@@ -183,3 +183,12 @@ def test_mistral_nemo_head_dim(tmp_path: Path) -> None:
     ops = {op.name: op for op in resolve_model(str(p)).ops}
     assert ops["layer0.attn.qkv"].param_bytes == 5120 * (32 + 16) * 128 * 2
     assert ops["layer0.attn.out"].param_bytes == 32 * 128 * 5120 * 2
+
+
+def test_json_that_is_neither_graph_nor_config(tmp_path: Path) -> None:
+    p = tmp_path / "m.json"
+    p.write_text(json.dumps({"hidden_size": 4096}))
+    with pytest.raises(
+        InvalidInputError, match=r"neither a parplan.graph/1 file .* nor a Hugging Face config"
+    ):
+        resolve_model(str(p))

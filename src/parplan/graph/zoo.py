@@ -1124,6 +1124,11 @@ def resolve_model(spec: str, **options: Any) -> OpGraph:
             data = None  # read_graph reports what is wrong with the file
         if is_hf_config(data):
             return build_hf_model(path, data=data, **{k: v for k, v in options.items() if v is not None})
+        if isinstance(data, dict) and "format" not in data:
+            raise InvalidInputError(
+                f'{path}: neither a parplan.graph/1 file (no "format") nor a Hugging Face config.json '
+                f'(no "model_type" or "architectures"); add the one it is'
+            )
         g = read_graph(path)
         meta = g.meta_dict
         defaults = {"microbatch_size": 1, "dtype": "bf16"}
