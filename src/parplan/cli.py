@@ -904,6 +904,9 @@ def frontier(
     epsilon: Annotated[
         float, typer.Option(help="Approximation: every strategy is within 1+eps of a returned point.")
     ] = 0.02,
+    checkpointing: Annotated[
+        bool, typer.Option(help="Also offer layer-level (full) activation checkpointing per layer.")
+    ] = False,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -940,6 +943,10 @@ def frontier(
         if time_target is not None:
             if devices is not None or grid is not None:
                 raise InvalidInputError("--time-target: searches device counts itself; drop --devices/--mesh")
+            if checkpointing:
+                raise InvalidInputError(
+                    "--checkpointing: not searched with --time-target yet; drop one of them"
+                )
             target = parse_quantity(time_target, "--time-target", "s")
             choice = fewest_devices(
                 graph,
@@ -972,6 +979,7 @@ def frontier(
                 mesh=grid,
                 dtype=dtype or "bf16",
                 memory_limit=mem_limit,
+                checkpointing=checkpointing,
             )
             chosen = None
             if mem_limit is not None:
@@ -1003,6 +1011,15 @@ def frontier(
             mark = "  [bold green]<- chosen[/]" if chosen is not None and pt == chosen else ""
             t.add_row(str(i), _fmt(pt.time_s, "s"), _fmt(pt.memory_bytes, "bytes"), pt.family + mark)
         out.print(t)
+        from parplan.cost.memory import MEMORY_COMPONENTS
+
+        mt = Table(
+            "#", *(c.replace("_", " ") for c in MEMORY_COMPONENTS), title="memory / device by component"
+        )
+        for i, pt in enumerate(f.points):
+            parts = pt.memory_breakdown.to_json() if pt.memory_breakdown is not None else {}
+            mt.add_row(str(i), *(_fmt(parts[c], "bytes") if c in parts else "-" for c in MEMORY_COMPONENTS))
+        out.print(mt)
         for path in (output, plot):
             if path is not None:
                 err.print(f"wrote {path}", highlight=False)

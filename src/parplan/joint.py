@@ -81,27 +81,6 @@ class StageMode:
 
 
 # --------------------------------------------------------------------------- modes
-def _op_state_bytes(space: Any, i: int, cfg: Any) -> float:
-    """Training-state bytes per device of op ``i`` under configuration ``cfg``.
-
-    Mirrors ``parplan.frontier.strategies._op_configs`` (the frontier keeps only the sum of state
-    and activations; the activation part is the rest). :func:`stage_mode_table` raises when the
-    state exceeds the frontier's memory, and tests check that the rest does not vary with ZeRO.
-    """
-    from parplan.cost.memory import sharded_state_bytes, training_state_bytes
-    from parplan.frontier.strategies import _splits
-
-    op = space.graph.ops[i]
-    if op.param_bytes <= 0:
-        return 0.0
-    split = next(s for s in _splits(space.graph, i, cfg.tp) if s.name == cfg.split)
-    sync = cfg.dp if split.param_div == cfg.tp else cfg.dp * cfg.tp
-    state = training_state_bytes(
-        op.param_bytes / split.param_div, dtype=space.dtype, optimizer=space.optimizer
-    )
-    return sharded_state_bytes(state, sync, cfg.zero).total
-
-
 def stage_mode_table(
     graph: OpGraph,
     cluster: Cluster,
@@ -132,7 +111,6 @@ def stage_mode_table(
     from parplan.cost.pipeline import model_problem
     from parplan.frontier.query import subgraph
     from parplan.frontier.search import frontier
-    from parplan.frontier.strategies import search_space
 
     if isinstance(devices_per_stage, bool) or not isinstance(devices_per_stage, int) or devices_per_stage < 1:
         raise InvalidInputError(f"devices_per_stage: must be an integer >= 1, got {devices_per_stage!r}")
@@ -161,16 +139,14 @@ def stage_mode_table(
         f = frontier(
             sub, cluster, devices=devices_per_stage, microbatches=microbatches, epsilon=epsilon, dtype=dtype
         )
-        space = search_space(sub, cluster, devices=devices_per_stage, microbatches=microbatches, dtype=dtype)
-        by_name = [{c.name: c for c in cfgs} for cfgs in space.configs]
         base = st.cost
         base_work = base.F + base.B
         modes = []
         for k, p in enumerate(f.points):
-            choice = p.strategy_dict
-            state = 0.0
-            for i, op in enumerate(sub.ops):
-                state += _op_state_bytes(space, i, by_name[i][choice[op.name]])
+            if p.memory_breakdown is None:  # pragma: no cover - frontier() always sets it
+                raise InternalError(f"joint: stage {st.index} point {k} has no memory breakdown")
+            # the frontier's own split: state stays, activations and buffers are per micro-batch
+            state = p.memory_breakdown.state
             act = p.memory_bytes - state
             if act < -1e-6 * max(1.0, p.memory_bytes):
                 raise InternalError(

@@ -12,7 +12,14 @@ from parplan.cost.compute import (
     op_time,
     stage_times,
 )
-from parplan.cost.memory import OPTIMIZER_STATES, StateBytes, sharded_state_bytes, training_state_bytes
+from parplan.cost.memory import (
+    MEMORY_COMPONENTS,
+    OPTIMIZER_STATES,
+    MemoryBreakdown,
+    StateBytes,
+    sharded_state_bytes,
+    training_state_bytes,
+)
 from parplan.cost.pipeline import MODEL_PLACEMENTS, balanced_partition, model_problem, partition_units
 from parplan.cost.profile import PROFILE_FORMAT, OpProfile, Profile, read_profile, write_profile
 
@@ -20,11 +27,13 @@ __all__ = [
     "COLLECTIVES",
     "DEFAULT_EFFICIENCY",
     "MATMUL_KINDS",
+    "MEMORY_COMPONENTS",
     "MODEL_PLACEMENTS",
     "OPTIMIZER_STATES",
     "PROFILE_FORMAT",
     "CostModel",
     "Efficiency",
+    "MemoryBreakdown",
     "OpProfile",
     "Profile",
     "StateBytes",

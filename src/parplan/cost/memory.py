@@ -86,3 +86,72 @@ def sharded_state_bytes(state: StateBytes, dp: int, zero_stage: int) -> StateByt
         grads=state.grads / dp if zero_stage >= 2 else state.grads,
         optimizer=state.optimizer / dp if zero_stage >= 1 else state.optimizer,
     )
+
+
+#: Components of :class:`MemoryBreakdown`, in display order.
+MEMORY_COMPONENTS = ("parameters", "gradients", "optimizer_state", "activations", "buffers")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MemoryBreakdown:
+    """Bytes per device by component: training state, stored activations and transient buffers.
+
+    ``total`` adds them in the order the frontier's per-operator memory does (state, then
+    activations), so an operator's breakdown totals exactly its ``mem_bytes``. ``buffers`` (ZeRO-3
+    gather buffers, collective scratch) is 0 while the cost model ignores transient buffers.
+    """
+
+    parameters: float = 0.0
+    gradients: float = 0.0
+    optimizer_state: float = 0.0
+    activations: float = 0.0
+    buffers: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in MEMORY_COMPONENTS:
+            if not getattr(self, name) >= 0:
+                raise InvalidInputError(f"memory.{name}: must be >= 0 bytes, got {getattr(self, name)}")
+
+    @classmethod
+    def of(cls, state: StateBytes, activations: float, buffers: float = 0.0) -> MemoryBreakdown:
+        """The breakdown of ``state`` plus ``activations`` and ``buffers``."""
+        return cls(
+            parameters=state.params,
+            gradients=state.grads,
+            optimizer_state=state.optimizer,
+            activations=activations,
+            buffers=buffers,
+        )
+
+    @property
+    def state(self) -> float:
+        """Parameters, gradients and optimizer state."""
+        return self.parameters + self.gradients + self.optimizer_state
+
+    @property
+    def total(self) -> float:
+        return self.state + self.activations + self.buffers
+
+    def __add__(self, other: MemoryBreakdown) -> MemoryBreakdown:
+        return MemoryBreakdown(**{k: getattr(self, k) + getattr(other, k) for k in MEMORY_COMPONENTS})
+
+    def to_json(self) -> dict[str, float]:
+        """``{"parameters", "gradients", "optimizer_state", "activations", "buffers"}`` in bytes."""
+        return {k: float(getattr(self, k)) for k in MEMORY_COMPONENTS}
+
+    @classmethod
+    def from_json(cls, data: dict[str, float], where: str = "memory_breakdown") -> MemoryBreakdown:
+        """Read back :meth:`to_json` output (path-qualified errors)."""
+        if not isinstance(data, dict):
+            raise InvalidInputError(f"{where}: must be a JSON object, got {type(data).__name__}")
+        for key in data:
+            if key not in MEMORY_COMPONENTS:
+                raise InvalidInputError(
+                    f"{where}.{key}: unknown component; use {', '.join(MEMORY_COMPONENTS)}"
+                )
+        values = {}
+        for key, v in data.items():
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise InvalidInputError(f"{where}.{key}: must be a number of bytes, got {v!r}")
+            values[key] = float(v)
+        return cls(**values)

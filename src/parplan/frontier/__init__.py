@@ -5,7 +5,7 @@ parallelism, ZeRO sharding and recompute. Imports numpy only (no solver, torch o
 """
 
 from parplan.frontier.query import DeviceChoice, dominant_grid, fewest_devices, stage_modes, subgraph
-from parplan.frontier.search import Frontier, FrontierPoint, brute_force, evaluate, frontier
+from parplan.frontier.search import Frontier, FrontierPoint, brute_force, evaluate, frontier, memory_breakdown
 from parplan.frontier.strategies import OpConfig, SearchSpace, search_space
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "evaluate",
     "fewest_devices",
     "frontier",
+    "memory_breakdown",
     "search_space",
     "stage_modes",
     "subgraph",

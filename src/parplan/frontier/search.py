@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from parplan.cluster import Cluster
+from parplan.cost.memory import MemoryBreakdown
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.frontier.pareto import Front, minkowski, thin, union
 from parplan.frontier.strategies import Layout, OpConfig, SearchSpace, search_space
@@ -57,25 +58,32 @@ class FrontierPoint:
 
     ``strategy`` pairs every operator name with its configuration name
     (see :class:`parplan.frontier.strategies.OpConfig`); ``family`` is a short label such as
-    ``"DP8"``, ``"TP8+SP"`` or ``"DP2xTP4+ZeRO-1"`` for plots and tables.
+    ``"DP8"``, ``"TP8+SP"`` or ``"DP2xTP4+ZeRO-1"`` for plots and tables. ``memory_breakdown``
+    splits ``memory_bytes`` by component (the sum over operators of each chosen configuration's
+    :class:`~parplan.cost.memory.MemoryBreakdown`; its total equals ``memory_bytes`` up to float
+    rounding); None on points built without a search space.
     """
 
     time_s: float
     memory_bytes: float
     strategy: tuple[tuple[str, str], ...]
     family: str
+    memory_breakdown: MemoryBreakdown | None = None
 
     @property
     def strategy_dict(self) -> dict[str, str]:
         return dict(self.strategy)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "time_s": self.time_s,
             "memory_bytes": self.memory_bytes,
             "family": self.family,
             "strategy": dict(self.strategy),
         }
+        if self.memory_breakdown is not None:
+            out["memory_breakdown"] = self.memory_breakdown.to_json()
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,8 +185,15 @@ class Frontier:
                     memory_bytes=float(p["memory_bytes"]),
                     strategy=tuple((str(k), str(v)) for k, v in p["strategy"].items()),
                     family=str(p.get("family", "")),
+                    memory_breakdown=(
+                        MemoryBreakdown.from_json(
+                            p["memory_breakdown"], f"frontier.points[{k}].memory_breakdown"
+                        )
+                        if p.get("memory_breakdown") is not None
+                        else None
+                    ),
                 )
-                for p in data["points"]
+                for k, p in enumerate(data["points"])
             )
             mesh = data.get("mesh")
             return cls(
@@ -424,10 +439,18 @@ class _Net:
         return {tuple(key[i] for i in idx): f for key, f in dp.items()}
 
 
-def _node_fronts(space: SearchSpace, i: int, label: int) -> tuple[list[tuple[Layout, Layout]], list[Front]]:
-    """Group op ``i``'s configurations by (input, output) layout; a front per group."""
+def _node_fronts(
+    space: SearchSpace, i: int, label: int, checkpoint: bool | None = None
+) -> tuple[list[tuple[Layout, Layout]], list[Front]]:
+    """Group op ``i``'s configurations by (input, output) layout; a front per group.
+
+    ``checkpoint`` keeps only the configurations with (True) or without (False) layer-level
+    checkpointing; None keeps all.
+    """
     groups: dict[tuple[Layout, Layout], list[tuple[float, float, Any]]] = {}
     for c in space.configs[i]:
+        if checkpoint is not None and c.checkpoint != checkpoint:
+            continue
         groups.setdefault((c.in_layout, c.out_layout), []).append(
             (c.time_s, c.mem_bytes, ("c", label, c.name))
         )
@@ -506,9 +529,16 @@ def _block_signature(graph: OpGraph, block: tuple[int, tuple[int, ...], int]) ->
 
 
 def _solve_block(
-    space: SearchSpace, block: tuple[int, tuple[int, ...], int], eps: float, edges: _EdgeCache
+    space: SearchSpace,
+    block: tuple[int, tuple[int, ...], int],
+    eps: float,
+    edges: _EdgeCache,
+    checkpoint: bool | None = None,
 ) -> tuple[list[Layout], list[list[Front]], int]:
-    """Table [input layout][exit state] of one block (traces name ops by position in the block)."""
+    """Table [input layout][exit state] of one block (traces name ops by position in the block).
+
+    ``checkpoint``: as in :func:`_node_fronts`, for every op of the block.
+    """
     graph = space.graph
     _src, ops, exit_op = block
     local = {v: k for k, v in enumerate(ops)}
@@ -518,7 +548,7 @@ def _solve_block(
     src_states = [(lay, lay) for lay in layouts]
     net.add_node("src", src_states, [Front.point(0.0, 0.0) for _ in layouts])
     for v in ops:
-        states, fronts = _node_fronts(space, v, local[v])
+        states, fronts = _node_fronts(space, v, local[v], checkpoint)
         net.add_node(local[v], states, fronts)
     for v in ops:
         for p in graph.preds[v]:
@@ -526,6 +556,12 @@ def _solve_block(
             b = local[v]
             net.add_edge(a, b, edges.table(net.states[a], net.states[b], graph.edge_bytes[(p, v)]))
     x = local[exit_op]
+    if net.states[x] != _node_fronts(space, exit_op, exit_op)[0]:  # pragma: no cover - a bug
+        from parplan.errors import InternalError
+
+        raise InternalError(
+            f"frontier: block exit {graph.ops[exit_op].name!r} lost states under {checkpoint=}"
+        )
     net.pinned = {"src", x}
     net.reduce()
     if set(net.states) == {"src", x} and ("src", x) in net.edge:
@@ -546,7 +582,7 @@ def _family(space: SearchSpace, choice: Mapping[int, str]) -> str:
     weight: dict[tuple[int, int], float] = {}
     zero: dict[int, float] = {}
     splits: set[str] = set()
-    rc = False
+    rc = ckpt = False
     for i, name in choice.items():
         c = by_name[i][name]
         w = space.graph.ops[i].param_bytes + 1e-9 * (space.graph.ops[i].total_flops + 1)
@@ -555,6 +591,7 @@ def _family(space: SearchSpace, choice: Mapping[int, str]) -> str:
         if c.tp > 1:
             splits.add(c.split)
         rc = rc or c.recompute
+        ckpt = ckpt or c.checkpoint
     d, t = max(weight, key=lambda g: weight[g])
     if d == 1 and t == 1:
         label = "single"
@@ -573,7 +610,34 @@ def _family(space: SearchSpace, choice: Mapping[int, str]) -> str:
         label += f"+ZeRO-{z}"
     if rc:
         label += "+RC"
+    if ckpt:
+        label += "+AC"
     return label
+
+
+def _solve_block_both(
+    space: SearchSpace, block: tuple[int, tuple[int, ...], int], eps: float, edges: _EdgeCache
+) -> tuple[list[Layout], list[list[Front]], int]:
+    """A block's table when the whole block is checkpointed or not: the union of both solutions."""
+    layouts, plain, steps0 = _solve_block(space, block, eps, edges, checkpoint=False)
+    layouts1, ckpt, steps1 = _solve_block(space, block, eps, edges, checkpoint=True)
+    if layouts1 != layouts:  # pragma: no cover - both come from space.layouts
+        from parplan.errors import InternalError
+
+        raise InternalError("frontier: checkpointed block solved over other layouts")
+    table = [
+        [union([plain[a][b], ckpt[a][b]], eps) for b in range(len(plain[a]))] for a in range(len(layouts))
+    ]
+    return layouts, table, steps0 + steps1 + 1
+
+
+def _non_dominated(points: list[FrontierPoint]) -> list[FrontierPoint]:
+    """Points sorted by time, without those another point dominates."""
+    out: list[FrontierPoint] = []
+    for p in sorted(points, key=lambda p: (p.time_s, p.memory_bytes)):
+        if not out or p.memory_bytes < out[-1].memory_bytes:
+            out.append(p)
+    return out
 
 
 def frontier(
@@ -587,6 +651,7 @@ def frontier(
     dtype: str = "bf16",
     memory_limit: float | None = None,
     reuse_blocks: bool = True,
+    checkpointing: bool = False,
 ) -> Frontier:
     """The Pareto frontier of (iteration time, memory per device) over intra-operator strategies.
 
@@ -611,6 +676,13 @@ def frontier(
         Optional per-device limit, kept for :meth:`Frontier.to_json`'s ``chosen`` point.
     reuse_blocks
         Solve each distinct repeated block once (disable only to check the reuse).
+    checkpointing
+        Also offer layer-level (full) activation checkpointing (Korthikanti et al. 2022, section
+        4; Chen et al. 2016) for every repeated block (transformer layer): all of a layer's ops
+        store nothing but the layer input, and run their forward (with its collectives) again in
+        the backward. While one layer is recomputed its activations are alive: each point's
+        ``buffers`` is the largest checkpointed layer's ``recompute_act``, added after the search
+        (``error_bound`` covers the search; this term is at most one layer's activations).
 
     Returns
     -------
@@ -620,17 +692,24 @@ def frontier(
     if not (isinstance(epsilon, (int, float)) and 0 <= epsilon < 1):
         raise InvalidInputError(f"frontier epsilon: must be in [0, 1), got {epsilon!r}")
     t0 = _time.perf_counter()
-    space = search_space(graph, cluster, devices=devices, microbatches=microbatches, mesh=mesh, dtype=dtype)
+    blocks = _blocks(graph) if (reuse_blocks or checkpointing) else []
+    space = search_space(
+        graph,
+        cluster,
+        devices=devices,
+        microbatches=microbatches,
+        mesh=mesh,
+        dtype=dtype,
+        checkpoint_layers=[ops for _, ops, _ in blocks] if checkpointing else (),
+    )
     t_space = _time.perf_counter() - t0
     edges = _EdgeCache(space)
-
-    blocks = _blocks(graph) if reuse_blocks else []
     in_block = {v for _, ops, _ in blocks for v in ops}
     n_top = graph.num_ops - len(in_block) + len(blocks)
     block_size = max((len(ops) for _, ops, _ in blocks), default=0)
     # every elimination, contraction or cut-DP step thins at most once along any chain of results,
     # plus the block's last sum and the final union
-    depth = n_top + block_size + 2
+    depth = n_top + block_size + 2 + (1 if checkpointing else 0)  # + the union of the two block modes
     # the reduction may use the whole (log) budget; what it leaves thins the returned set
     eps_step = (1.0 + epsilon) ** (_STEP_SHARE / depth) - 1.0 if epsilon > 0 else 0.0
 
@@ -643,18 +722,21 @@ def frontier(
         net.add_node(v, states, fronts)
     solved: dict[Any, tuple[list[Layout], list[list[Front]], int]] = {}
     exit_of_block = set()
-    for block in blocks:
+    keys = [_block_signature(graph, b) if reuse_blocks else ("block", k) for k, b in enumerate(blocks)]
+    for block, sig in zip(blocks, keys, strict=True):
         src, ops, exit_op = block
-        sig = _block_signature(graph, block)
         if sig not in solved:
-            solved[sig] = _solve_block(space, block, eps_step, edges)
-        layouts, table, _ = solved[sig]
+            solved[sig] = (
+                _solve_block_both(space, block, eps_step, edges)
+                if checkpointing
+                else _solve_block(space, block, eps_step, edges)
+            )
         states, _ = _node_fronts(space, exit_op, exit_op)
         net.add_node(exit_op, states, [Front.point(0.0, 0.0) for _ in states])
         exit_of_block.add(exit_op)
-    for block in blocks:
+    for block, sig in zip(blocks, keys, strict=True):
         src, ops, exit_op = block
-        layouts, table, _ = solved[_block_signature(graph, block)]
+        layouts, table, _ = solved[sig]
         row = {lay: k for k, lay in enumerate(layouts)}
         scoped: dict[int, list[Front]] = {}
         tab = []
@@ -700,14 +782,18 @@ def frontier(
             raise InternalError(
                 f"frontier: point {k} names {len(choice)} of {graph.num_ops} operators of {graph.name!r}"
             )
+        breakdown = memory_breakdown(space, choice)
         points.append(
             FrontierPoint(
                 time_s=float(final.time_s[k]),
-                memory_bytes=float(final.mem_bytes[k]),
+                memory_bytes=float(final.mem_bytes[k]) + breakdown.buffers,
                 strategy=tuple((graph.ops[i].name, choice[i]) for i in range(graph.num_ops)),
                 family=_family(space, choice),
+                memory_breakdown=breakdown,
             )
         )
+    if checkpointing:  # the recompute buffers may leave a point dominated
+        points = _non_dominated(points)
     stats = {
         "configs": sum(len(c) for c in space.configs),
         "layouts": len(space.layouts),
@@ -716,6 +802,7 @@ def frontier(
         "distinct_blocks": len(solved),
         "reduction_steps": net.steps + sum(s for _, _, s in solved.values()),
         "cut_dp_fallback": fallback,
+        "checkpointing": checkpointing,
         "eps_step": eps_step,
         "space_s": t_space,
         "search_s": t_search,
@@ -733,11 +820,7 @@ def frontier(
     )
 
 
-def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, float]:
-    """(time_s, memory_bytes) of one whole-graph strategy, computed directly (for checks and tests).
-
-    ``choice`` maps operator index to configuration name.
-    """
+def _chosen(space: SearchSpace, choice: Mapping[int, str]) -> dict[int, OpConfig]:
     by_name = [{c.name: c for c in cfgs} for cfgs in space.configs]
     cfg: dict[int, OpConfig] = {}
     for i in range(space.graph.num_ops):
@@ -747,8 +830,55 @@ def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, floa
             raise InvalidInputError(
                 f"strategy: op {space.graph.ops[i].name!r} has no configuration {choice.get(i)!r}"
             ) from exc
+    return cfg
+
+
+def memory_breakdown(space: SearchSpace, choice: Mapping[int, str]) -> MemoryBreakdown:
+    """Memory per device of one whole-graph strategy by component, from the chosen configurations.
+
+    ``choice`` maps operator index to configuration name. The components are the ones every
+    :class:`OpConfig` carries (edges hold no memory), so the total is the strategy's memory.
+    """
+    cfg = _chosen(space, choice)
+    total = MemoryBreakdown()
+    for c in cfg.values():
+        total = total + c.memory
+    buffers = _recompute_buffer(space, cfg)
+    if buffers:
+        total = total + MemoryBreakdown(buffers=buffers)
+    return total
+
+
+def _recompute_buffer(space: SearchSpace, cfg: Mapping[int, OpConfig]) -> float:
+    """Bytes alive while the largest checkpointed layer is recomputed (0 without checkpointing).
+
+    Raises
+    ------
+    InvalidInputError
+        When a layer checkpoints some of its ops and not others.
+    """
+    best = 0.0
+    for ops in space.checkpoint_layers:
+        flags = {cfg[v].checkpoint for v in ops}
+        if len(flags) > 1:
+            names = ", ".join(space.graph.ops[v].name for v in ops if cfg[v].checkpoint)
+            raise InvalidInputError(
+                f"strategy: layer of {space.graph.ops[ops[0]].name!r} checkpoints only some of its ops "
+                f"({names}); checkpoint all of a layer's ops or none"
+            )
+        if flags == {True}:
+            best = max(best, sum(cfg[v].recompute_act for v in ops))
+    return best
+
+
+def evaluate(space: SearchSpace, choice: Mapping[int, str]) -> tuple[float, float]:
+    """(time_s, memory_bytes) of one whole-graph strategy, computed directly (for checks and tests).
+
+    ``choice`` maps operator index to configuration name.
+    """
+    cfg = _chosen(space, choice)
     t = sum(c.time_s for c in cfg.values())
-    m = sum(c.mem_bytes for c in cfg.values())
+    m = sum(c.mem_bytes for c in cfg.values()) + _recompute_buffer(space, cfg)
     for e in space.graph.edges:
         t += space.reshard_time(cfg[e.src].out_layout, cfg[e.dst].in_layout, e.bytes)
     return t, m
@@ -768,8 +898,10 @@ def brute_force(space: SearchSpace) -> list[tuple[float, float]]:
     reshard: dict[tuple[Any, Any, float], float] = {}
     pts = []
     for combo in itertools.product(*space.configs):
+        if any(len({combo[v].checkpoint for v in ops}) > 1 for ops in space.checkpoint_layers):
+            continue  # a layer is checkpointed whole or not at all
         t = sum(c.time_s for c in combo)
-        m = sum(c.mem_bytes for c in combo)
+        m = sum(c.mem_bytes for c in combo) + _recompute_buffer(space, dict(enumerate(combo)))
         for a, b, nbytes in edges:
             key = (combo[a].out_layout, combo[b].in_layout, nbytes)
             r = reshard.get(key)

@@ -44,6 +44,12 @@ Cost model (per training iteration; stated once here, used everywhere in the fro
   forward), as in TensorOpt. Transient buffers (ZeRO-3 gathers, collective scratch) are ignored.
 * Recompute (``rc``) stores the op's input shard instead of its saved activations and runs the
   forward (with its collectives) again in the backward; offered only when that saves memory.
+* Layer-level (full) activation checkpointing (``ckpt``, Korthikanti et al. 2022 section 4; only
+  for the ``checkpoint_layers`` of :func:`search_space`): every op of the layer runs its forward
+  again in the backward and stores nothing, except the layer's entry op, which keeps the layer
+  input (2 s b h bytes in 16 bits, split like that op's input); the layer's own activations
+  (``recompute_act``) are alive only while it is recomputed, counted once per strategy as
+  ``buffers`` (the largest checkpointed layer) by :func:`parplan.frontier.search.memory_breakdown`.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from functools import cached_property
 from typing import Any
 
 from parplan.cluster import Cluster
+from parplan.cost.memory import MemoryBreakdown
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op, OpGraph
 
@@ -74,7 +81,10 @@ class OpConfig:
 
     ``name`` reads ``dp{d}.tp{t}.{split}[.z{stage}][.rc]`` (e.g. ``dp2.tp4.col.z1``); ``time_s`` is
     compute plus the op's own collectives, ``mem_bytes`` its training state plus stored activations
-    per device; ``in_layout`` / ``out_layout`` are the tensor layouts it consumes and produces.
+    per device (``memory`` splits it by component and totals it exactly); ``in_layout`` /
+    ``out_layout`` are the tensor layouts it consumes and produces. ``checkpoint`` marks layer-level
+    (full) activation checkpointing: the op stores nothing (its layer's entry op stores the layer
+    input), runs its forward again in the backward, and holds ``recompute_act`` bytes meanwhile.
     """
 
     name: str
@@ -89,6 +99,9 @@ class OpConfig:
     mem_bytes: float
     compute_s: float
     comm_s: float
+    memory: MemoryBreakdown
+    checkpoint: bool = False
+    recompute_act: float = 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,6 +144,19 @@ class SearchSpace:
     grids: tuple[tuple[int, int], ...]
     batch: int
     configs: tuple[tuple[OpConfig, ...], ...] = field(default=())
+    #: Layer-level checkpointing: the op groups (layers) that may be checkpointed as a whole.
+    checkpoint_layers: tuple[tuple[int, ...], ...] = ()
+
+    @cached_property
+    def checkpoint_entry(self) -> dict[int, bool]:
+        """Ops of a checkpointable layer -> whether the op stores the layer input (its first reader)."""
+        out: dict[int, bool] = {}
+        for ops in self.checkpoint_layers:
+            members = set(ops)
+            entry = next((v for v in ops if any(p not in members for p in self.graph.preds[v])), ops[0])
+            for v in ops:
+                out[v] = v == entry
+        return out
 
     @cached_property
     def layouts(self) -> tuple[Layout, ...]:
@@ -416,7 +442,9 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
             # gradient synchronisation group: everyone holding the same weight shard
             sync = d if sp.param_div == t else d * t
             sync_group = tuple(range(0, k, k // sync)) if sync > 1 else (0,)
-            state = training_state_bytes(op.param_bytes / sp.param_div, dtype=space.dtype)
+            state = training_state_bytes(
+                op.param_bytes / sp.param_div, dtype=space.dtype, optimizer=space.optimizer
+            )
             act = op.act_bytes * frac / sp.act_div
             in_div = 1 if sp.in_kind == "R" else t
             saved_input = x_in * frac / in_div
@@ -439,15 +467,27 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
                         2 * collective_time(cluster, "all_gather", state.params, sync_group)
                         + collective_time(cluster, "reduce_scatter", state.grads, sync_group)
                     )
-                for rc in rc_options:
-                    compute = steps * (fwd_s + bwd_s + (fwd_s if rc else 0.0))
-                    comm = steps * (fwd_comm + bwd_comm + (fwd_comm if rc else 0.0)) + zcomm
-                    mem = st.total + (saved_input if rc else act)
+                modes = [(rc, False) for rc in rc_options]
+                if i in space.checkpoint_entry:
+                    modes.append((False, True))
+                for rc, ckpt in modes:
+                    again = rc or ckpt  # the forward runs again in the backward
+                    compute = steps * (fwd_s + bwd_s + (fwd_s if again else 0.0))
+                    comm = steps * (fwd_comm + bwd_comm + (fwd_comm if again else 0.0)) + zcomm
+                    if ckpt:
+                        # the layer keeps its input (once, at its entry op); the rest lives only
+                        # while the layer is recomputed (``recompute_act``)
+                        stored = saved_input if space.checkpoint_entry[i] else 0.0
+                        memory = MemoryBreakdown.of(st, stored)
+                    else:
+                        memory = MemoryBreakdown.of(st, saved_input if rc else act)
                     name = f"dp{d}.tp{t}.{sp.name}"
                     if z:
                         name += f".z{z}"
                     if rc:
                         name += ".rc"
+                    if ckpt:
+                        name += ".ckpt"
                     out.append(
                         OpConfig(
                             name=name,
@@ -459,9 +499,12 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
                             in_layout=(d, sp.in_kind if t > 1 else "R"),
                             out_layout=(d, sp.out_kind if t > 1 else "R"),
                             time_s=compute + comm,
-                            mem_bytes=mem,
+                            mem_bytes=memory.total,
                             compute_s=compute,
                             comm_s=comm,
+                            memory=memory,
+                            checkpoint=ckpt,
+                            recompute_act=act if ckpt else 0.0,
                         )
                     )
     return tuple(out)
@@ -488,6 +531,7 @@ def search_space(
     mesh: Sequence[int] | None = None,
     dtype: str = "bf16",
     optimizer: str = "adam",
+    checkpoint_layers: Sequence[Sequence[int]] = (),
 ) -> SearchSpace:
     """Enumerate and cost every operator's configurations on the first ``devices`` devices.
 
@@ -506,6 +550,10 @@ def search_space(
         ``(a, b)``: data parallel over ``a`` x model parallel over ``b`` (plus the two pure grids).
     dtype, optimizer
         Compute dtype and optimizer (for peak FLOP/s and training-state bytes).
+    checkpoint_layers
+        Op groups (transformer layers, each with one input tensor) that may use layer-level
+        activation checkpointing: their ops get ``.ckpt`` configurations, which a strategy must
+        pick for all or none of a layer's ops (the frontier search and :func:`brute_force` do).
 
     Returns
     -------
@@ -544,6 +592,7 @@ def search_space(
         optimizer=optimizer,
         grids=grids,
         batch=batch,
+        checkpoint_layers=tuple(tuple(int(v) for v in ops) for ops in checkpoint_layers),
     )
     configs = tuple(_op_configs(space, i) for i in range(graph.num_ops))
     for i, cfgs in enumerate(configs):

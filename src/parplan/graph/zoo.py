@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -105,6 +106,7 @@ class _TfConfig:
     head_dim: int | None = None
     gated: bool = False  # SwiGLU: gate and up fused in mlp.up
     bias: bool = False
+    qkv_bias: bool = False  # bias on the Q, K, V projection only (Qwen2)
     layernorm: bool = False  # LayerNorm (gamma, beta) instead of RMSNorm (gamma)
     dropout: bool = False
     flash_attention: bool = False
@@ -273,12 +275,14 @@ def _mla_params(cfg: _TfConfig) -> tuple[int, int, int]:
     DeepSeek-V3's multi-head latent attention is APPROXIMATED: its low-rank projections
     W_DQ (h x q_rank), W_UQ (q_rank x a(nope+rope)), W_DKV (h x (kv_rank+rope)) and
     W_UKV (kv_rank x a(nope+v)) are one ``attn.qkv`` op whose weights (and 2T x weights FLOPs) are
-    their sum; the latent KV cache and the small latent norms are ignored.
+    their sum; the latent KV cache and the small latent norms are ignored. ``q_rank == 0`` means a
+    full-rank query projection W_Q (h x a(nope+rope)), as in DeepSeek-V2-Lite.
     """
     assert cfg.mla is not None
     q_rank, kv_rank, nope, rope, v_dim = cfg.mla
     h, a = cfg.hidden, cfg.heads
-    w = h * q_rank + q_rank * a * (nope + rope) + h * (kv_rank + rope) + kv_rank * a * (nope + v_dim)
+    q_w = h * q_rank + q_rank * a * (nope + rope) if q_rank else h * a * (nope + rope)
+    w = q_w + h * (kv_rank + rope) + kv_rank * a * (nope + v_dim)
     return w, nope + rope, v_dim
 
 
@@ -332,7 +336,7 @@ def _layer(
             n=q_w,
             tp="column",
             layer=layer,
-            bias=cfg.bias,
+            bias=cfg.bias or cfg.qkv_bias,
             heads=a,
             head_dim=dqk,
             kv_heads=kv,
@@ -978,7 +982,7 @@ def _unknown_model(name: str) -> InvalidInputError:
     close = difflib.get_close_matches(name, list(_ZOO), n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return InvalidInputError(
-        f"model: unknown {name!r}; {hint}built-in models: {', '.join(_ZOO)} (or a path to a .json graph)"
+        f"model: unknown {name!r}; {hint}built-in models: {', '.join(_ZOO)} (or a path to a .json graph or a Hugging Face config.json)"
     )
 
 
@@ -1086,12 +1090,14 @@ def build_model(
 
 
 def resolve_model(spec: str, **options: Any) -> OpGraph:
-    """A zoo model by name, or an operator graph read from a JSON file.
+    """A zoo model by name, an operator graph read from a JSON file, or a Hugging Face config.
 
     Parameters
     ----------
     spec
-        A zoo name (see :func:`list_models`) or the path of a ``parplan.graph/1`` JSON file.
+        A zoo name (see :func:`list_models`), the path of a ``parplan.graph/1`` JSON file, or the
+        path of a Hugging Face ``config.json`` (a JSON object with ``model_type`` or
+        ``architectures``; see :mod:`parplan.graph.hf_config`), built with all the options.
     **options
         :func:`build_model` options. For a file, options left at None (or equal to the file's
         ``meta``) are accepted; any other value raises, since a file's costs are fixed.
@@ -1109,8 +1115,20 @@ def resolve_model(spec: str, **options: Any) -> OpGraph:
         return build_model(spec, **{k: v for k, v in options.items() if v is not None})
     path = Path(spec)
     if path.suffix.lower() == ".json" or path.exists():
+        from parplan.graph.hf_config import build_hf_model, is_hf_config
         from parplan.graph.io import read_graph
 
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            data = None  # read_graph reports what is wrong with the file
+        if is_hf_config(data):
+            return build_hf_model(path, data=data, **{k: v for k, v in options.items() if v is not None})
+        if isinstance(data, dict) and "format" not in data:
+            raise InvalidInputError(
+                f'{path}: neither a parplan.graph/1 file (no "format") nor a Hugging Face config.json '
+                f'(no "model_type" or "architectures"); add the one it is'
+            )
         g = read_graph(path)
         meta = g.meta_dict
         defaults = {"microbatch_size": 1, "dtype": "bf16"}
