@@ -8,6 +8,7 @@ stderr.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
@@ -138,7 +140,20 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 
 def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=1, default=_json_default) + "\n")
+    """Print one strict JSON document on stdout: NaN and infinities become null."""
+    sys.stdout.write(json.dumps(_strict(data), indent=1, default=_json_default, allow_nan=False) + "\n")
+
+
+def _strict(o: object) -> object:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_strict(v) for v in o]
+    if hasattr(o, "to_json") and not isinstance(o, type):
+        return _strict(o.to_json())
+    return o
 
 
 def _json_default(o: object) -> object:
@@ -151,34 +166,52 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def _json_wanted() -> bool:
+    """Whether the running command was given ``--json`` (its error then goes to stdout as JSON)."""
+    from typer._click.globals import get_current_context  # typer vendors click
+
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("json_"))
+
+
+def _fail(code: int, message: str, where: str | None = None, label: str = "error") -> typer.Exit:
+    """Print one error line (never read as markup) or, under ``--json``, one error document."""
+    if _json_wanted():
+        _emit_json({"error": {"code": code, "message": message, "where": where}})
+    else:
+        err.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
 def _run(fn: Callable[[], None]) -> None:
-    """Run a command body; turn ParplanError into one message and its exit code."""
+    """Run a command body; turn every error into one message (or JSON document) and its exit code."""
     try:
         fn()
     except ParplanError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise _fail(exc.exit_code, str(exc), getattr(exc, "where", None)) from None
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
+        raise _fail(130, "interrupted") from None
+    except UnicodeDecodeError as exc:  # a reader that did not check its encoding: still bad input
+        if _state["debug"]:
+            raise
+        raise _fail(2, f"an input file is not UTF-8 text ({exc.reason} at offset {exc.start})") from None
     except OSError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(2, str(exc), getattr(exc, "filename", None)) from None
     except typer.Exit:
         raise
     except Exception as exc:
         if _state["debug"]:
             raise
-        err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        raise _fail(
+            1,
+            f"{type(exc).__name__}: {exc} "
             "(a parplan bug: rerun with `parplan --debug ...` for the traceback and report it)",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+            label="internal error",
+        ) from None
 
 
 # ----------------------------------------------------------------------------- listings

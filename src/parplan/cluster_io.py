@@ -26,6 +26,7 @@ from typing import Any
 
 from parplan.cluster import DTYPES, Cluster, DeviceSpec, Link
 from parplan.errors import InvalidInputError
+from parplan.inputs import read_text
 
 # --------------------------------------------------------------------------- hardware data
 # Dense (no sparsity) peak FLOP/s from the NVIDIA H100 SXM5 and A100 SXM4 80GB datasheets.
@@ -169,10 +170,7 @@ def load_cluster(spec: str | Path) -> Cluster:
 def read_cluster(path: str | Path) -> Cluster:
     """Read a cluster file (JSON when the suffix is ``.json``, YAML otherwise)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cluster file {str(p)!r}: cannot read ({exc.strerror})") from None
+    text = read_text(p, "cluster file")
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parplan.errors import InvalidInputError
+from parplan.inputs import read_text
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
 from parplan.simulate import Metrics, TimedAction, compute_metrics, simulate, validate
@@ -172,7 +173,7 @@ def read_plan(path: str | Path) -> Plan:
     if not path.exists():
         raise InvalidInputError(f"{path}: no such plan file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "plan file"))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
