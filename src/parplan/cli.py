@@ -399,7 +399,15 @@ def compare(
                 problems[key] = build_problem(replace(spec, placement=key) if key else spec)
             return problems[key]
 
+        if with_plan:
+            _check_solver_options(time_limit)
+        if schedules_ is not None and not schedules_.strip(", "):
+            raise InvalidInputError(
+                "--schedules: empty; give names like gpipe,1f1b or drop the option for all"
+            )
         base = problem_for(None)
+        if with_plan:
+            _unit_memory_limit(memory_limit, base)
         if schedules_:
             names = [s.strip() for s in schedules_.split(",") if s.strip()]
             for n in names:
@@ -461,6 +469,31 @@ def _mem(text: str | None, where: str = "--memory-limit") -> float | None:
     from parplan.cluster_io import parse_quantity
 
     return None if text is None else parse_quantity(text, where, "bytes")
+
+
+def _check_solver_options(
+    time_limit: float | None = None, workers: int | None = None, deterministic: bool = False
+) -> None:
+    """Refuse nonsense solver options before any work: the limit and thread count the user typed."""
+    if time_limit is not None and not 0 < time_limit < math.inf:
+        raise InvalidInputError(
+            f"--time-limit: must be a positive, finite number of seconds, got {time_limit}"
+        )
+    if workers is not None and workers < 1:
+        raise InvalidInputError(f"--workers: must be >= 1, got {workers}")
+    if deterministic and workers not in (None, 1, 2):  # 2 is the default: --deterministic alone means 1
+        raise InvalidInputError(
+            f"--deterministic runs one worker: drop --workers {workers} or --deterministic"
+        )
+
+
+def _unit_memory_limit(text: str | None, problem: Any) -> None:
+    """``--memory-limit 40GB`` on a problem whose memory is in abstract units is a mistake, not 40e9 units."""
+    if text is not None and problem.memory_unit == "unit" and any(c.isalpha() for c in text.strip()):
+        raise InvalidInputError(
+            f"--memory-limit {text}: this problem counts memory in units of one stage's activation, "
+            "not bytes; give a plain number like 4"
+        )
 
 
 def _outputs(plans: list[Any], output: Path | None, gantt: Path | None, trace: Path | None) -> None:
@@ -565,6 +598,7 @@ def plan(
     def body() -> None:
         from parplan.solve.api import plan_measures, plan_problem
 
+        _check_solver_options(time_limit, workers, deterministic)
         kw = _problem_kwargs(locals_)
         kw["memory_limit"] = None  # applied by the planner so the message can name the limit
         spec = _spec(**kw)
@@ -574,7 +608,8 @@ def plan(
             )
         else:
             problem = build_problem(spec)
-            if not json_:
+            _unit_memory_limit(memory_limit, problem)
+            if not json_ and err.is_terminal:  # a progress note, like the solver's progress lines
                 err.print(
                     f"planning {problem.name}: {problem.num_stages} stages, "
                     f"{problem.num_microbatches} micro-batches, {problem.num_devices} devices",
@@ -834,6 +869,8 @@ def fjsp(
     def body() -> None:
         from parplan.solve.fjsp import solve_fjsp
 
+        _check_solver_options(time_limit, workers)
+        _check_job_shop_text(file)
         r = solve_fjsp(file, time_limit_s=time_limit, workers=workers)
         doc = {"makespan": r.makespan, "lower_bound": r.lower_bound, "status": r.status, "time_s": r.time_s}
         if json_:
@@ -845,6 +882,21 @@ def fjsp(
             )
 
     _run(body)
+
+
+def _check_job_shop_text(path: Path) -> None:
+    """A job-shop file must be UTF-8 text of finite numbers (the reader takes them as integers)."""
+    from parplan.inputs import read_text
+
+    text = read_text(path, "job-shop file")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for token in line.split():
+            try:
+                value = float(token)
+            except ValueError:
+                continue  # words (an OR-Library comment line): the reader reports them
+            if not math.isfinite(value):
+                raise InvalidInputError(f"{path}:{lineno}: {token!r} is not a finite number")
 
 
 # ----------------------------------------------------------------------------- frontier

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -290,6 +291,8 @@ def _quantity(value: object, where: str, quantity: str, *, positive: bool = True
         number = float(m.group(1)) * factor
     else:
         raise InvalidInputError(f"{where}: must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{where}: must be a finite number, got {value!r}")
     if positive and not number > 0:
         raise InvalidInputError(f"{where}: must be > 0, got {value!r}")
     if not positive and not number >= 0:

@@ -158,7 +158,7 @@ def _synthetic(spec: ProblemSpec) -> PipelineProblem:
         pp=spec.pp,
         microbatches=spec.microbatches,
         placement=spec.placement or "linear",
-        costs=spec.costs or "F=1,I=1,W=1",
+        costs="F=1,I=1,W=1" if spec.costs is None else spec.costs,
         stage_costs=spec.stage_costs,
         chunks=spec.chunks,
         comm=spec.comm or 0.0,
