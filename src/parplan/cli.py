@@ -764,6 +764,8 @@ def check(
             if problem_file is not None:
                 doc["problem"] = str(problem_file)
                 doc["problem_differences"] = differences
+            if errors:
+                doc["error"] = {"code": 2, "message": _invalid(plan_file, errors), "where": str(plan_file)}
             _emit_json(doc)
         else:
             if problem_file is not None:
@@ -774,15 +776,15 @@ def check(
                 )
                 err.print(f"checking {plan_file} {against}", highlight=False, markup=False)
             if errors:
-                err.print(f"[bold red]invalid plan[/] {plan_file}: {len(errors)} error(s)")
-                for e in errors[:20]:
-                    err.print(f"  {e}", highlight=False, markup=False)
-                if len(errors) > 20:
-                    err.print(f"  ... and {len(errors) - 20} more")
+                err.print(
+                    f"[bold red]error:[/] {escape(_invalid(plan_file, errors))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             else:
-                out.print(f"[green]valid[/] {plan_file}")
+                out.print(f"[green]valid[/] {escape(str(plan_file))}", highlight=False)
             unit, mu = problem.time_unit, problem.memory_unit
-            if real is not None:
+            if real is not None and not errors:
                 out.print(
                     f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
                     f"peak memory per device: {', '.join(_fmt(x, mu) for x in real.peak_memory_per_device)}",
@@ -792,6 +794,19 @@ def check(
             raise typer.Exit(2)  # an invalid plan is bad input
 
     _run(body)
+
+
+def _invalid(plan_file: Path, errors: list[str]) -> str:
+    """One line for an invalid plan: its first error and how many follow."""
+    more = f" (and {len(errors) - 1} more; --json lists them all)" if len(errors) > 1 else ""
+    return f"invalid plan {plan_file}: {errors[0]}{more}"
+
+
+def _valid_or_refuse(p: Any, plan_file: Path, force: bool = False) -> None:
+    """``show`` and ``run`` work on checked plans only: refuse an invalid one with its first error."""
+    errors = p.validate()
+    if errors and not force:
+        raise InvalidInputError(_invalid(plan_file, errors) + "; `parplan check` shows every error")
 
 
 def _mismatched(problem: Any, plan: Any) -> bool:
@@ -815,14 +830,18 @@ def show(
     csv: Annotated[
         Path | None, typer.Option(help="Write torch.distributed.pipelining's compute-only CSV.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Show and export the plan even when the validator rejects it.")
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Print a plan's per-device orders and write its pictures and exports."""
+    """Print a plan's per-device orders and write its pictures and exports (valid plans only)."""
 
     def body() -> None:
         from parplan.plan import read_plan
 
         p = read_plan(plan_file)
+        _valid_or_refuse(p, plan_file, force)
         written = _write_pictures(p, gantt, trace, memory)
         if csv is not None:
             from parplan.report import write_pipelining_csv
@@ -959,6 +978,11 @@ def frontier(
         mem_limit = _mem(memory_limit)
         if sum(x is not None for x in (time_limit, time_target)) > 1:
             raise InvalidInputError("--time-limit and --time-target: give one of them")
+        if memory_limit is not None and time_limit is not None:
+            raise InvalidInputError(
+                "--memory-limit and --time-limit: each picks one point (fastest under the memory, or least "
+                "memory under the time); give one of them"
+            )
         grid = _mesh(mesh)
         t0 = time.perf_counter()
         if time_target is not None:
@@ -1138,6 +1162,7 @@ def run(
                     "give either PLAN.json or a PROBLEM"
                 )
             p = read_plan(plan_file)
+            _valid_or_refuse(p, plan_file)
         else:
             if model is None:
                 raise InvalidInputError(
