@@ -137,6 +137,7 @@ FILES: dict[str, str | bytes] = {
     "profile_nan.json": json.dumps({**PROFILE, "ops": {"a": {"F": float("nan"), "B": 1}}}),
     "profile_neg.json": json.dumps({**PROFILE, "ops": {"a": {"F": -1, "B": 1}}}),
     "profile_fmt.json": json.dumps({**PROFILE, "format": "x"}),
+    "plan_ok.json": json.dumps(_plan_doc()),
     "plan_nan.json": _plan_variant(_set(("actions", 0, "start"), float("nan"))),
     "plan_inf.json": _plan_variant(_set(("actions", 7, "end"), float("inf"))),
     "plan_dev17.json": _plan_variant(_set(("actions", 0, "device"), 17)),
@@ -169,7 +170,7 @@ PLAN_BAD = [
     "null.json",
     "brackets[x].json",
     "missing[/x].json",
-    *[n for n in FILES if n.startswith("plan_")],
+    *[n for n in FILES if n.startswith("plan_") and n != "plan_ok.json"],
 ]
 PROBLEM_BAD = [
     n
@@ -408,6 +409,7 @@ def test_bad_input(args: list[str], has_json: bool, files: Path) -> None:
         assert isinstance(doc, dict) and "error" in doc, result.stdout
         assert doc["error"]["code"] == result.exit_code
         assert isinstance(doc["error"]["message"], str) and doc["error"]["message"]
+        assert "where" in doc["error"]
 
 
 def test_check_json_of_nan_plan_is_strict(files: Path) -> None:
@@ -424,3 +426,81 @@ def _leaves(x: Any) -> list[Any]:
     if isinstance(x, list):
         return [v for y in x for v in _leaves(y)]
     return [x]
+
+
+def _err(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_bracket_text_is_printed_not_read_as_markup() -> None:
+    assert _err("check", "no[/such].json") == (2, "error: no[/such].json: no such plan file")
+    code, text = _err("compare", "--model", "[/x]", "--cluster", "8xh100", "--pp", "2", "-m", "2")
+    assert code == 2 and "'[/x]'" in text
+
+
+def test_binary_files_are_named_not_utf8(files: Path) -> None:
+    for args in (
+        ["check", str(files / "binary.json")],
+        ["fjsp", str(files / "binary.fjs")],
+        ["compare", *MODEL, "--cluster", str(files / "latin1.yaml")],
+        ["compare", *MODEL, "--cluster", "local", "--profile", str(files / "binary.json")],
+        ["compare", "--problem", str(files / "binary.json")],
+        ["compare", "--graph", str(files / "binary.json"), "--devices", "2"],
+    ):
+        code, text = _err(*args)
+        assert code == 2 and "not UTF-8 text" in text and str(files) in text, text
+
+
+@pytest.mark.parametrize(
+    ("args", "where", "needle"),
+    [
+        (["compare", "--pp", "2", "-m", "2", "--costs", "F=inf,I=1,W=1"], "--costs", "finite"),
+        (["compare", *SYN, "--comm", "nan"], "--comm", "finite"),
+        (["compare", "--pp", "2", "-m", "2", "--costs", "F=0,I=0,W=0"], "--costs", "zero time"),
+        (["compare", *SYN, "--schedules", ""], "--schedules", "empty"),
+        (["plan", *SYN, "--time-limit", "0"], "--time-limit", "positive"),
+        (["plan", *SYN, "--workers", "-4"], "--workers", ">= 1"),
+        (["fjsp", "{data}/tiny.fjs", "--time-limit", "-3"], "--time-limit", "positive"),
+        (["plan", *SYN, "--memory-limit", "40GB"], "--memory-limit", "units"),
+        (["compare", "--pp", "x"], "--pp", "integer"),
+    ],
+)
+def test_json_error_names_the_option(args: list[str], where: str, needle: str, files: Path) -> None:
+    result = runner.invoke(app, [*_expand(args, files), "--json"])
+    assert result.exit_code == 2
+    err = _strict(result.stdout)["error"]
+    assert err["where"] == where and needle in err["message"], err
+
+
+def test_plan_action_out_of_range_names_the_action(files: Path) -> None:
+    code, text = _err("check", str(files / "plan_dev17.json"))
+    assert code == 2 and "plan.actions[0].device: 17 is not a device" in text
+    code, text = _err("check", str(files / "plan_stage99.json"))
+    assert code == 2 and "plan.actions[1].stage: 99 is not a stage" in text
+    code, text = _err("check", str(files / "plan_mb_half.json"))
+    assert code == 2 and "plan.actions[1].microbatch: must be an integer, got 1.5" in text
+
+
+def test_show_refuses_invalid_plans_and_writes_nothing(files: Path, tmp_path: Path) -> None:
+    csv = tmp_path / "o.csv"
+    code, text = _err("show", str(files / "plan_overlap.json"), "--csv", str(csv))
+    assert code == 2 and "invalid plan" in text and not csv.exists()
+    result = runner.invoke(app, ["show", str(files / "plan_overlap.json"), "--csv", str(csv), "--force"])
+    assert result.exit_code == 0 and csv.exists()
+    result = runner.invoke(app, ["show", str(files / "plan_ok.json"), "--csv", str(tmp_path / "ok.csv")])
+    assert result.exit_code == 0, result.output
+
+
+def test_run_refuses_an_invalid_plan_before_launching(files: Path) -> None:
+    code, text = _err("run", str(files / "plan_missing.json"))
+    assert code == 2 and "invalid plan" in text and "running" not in text
+
+
+def test_check_json_of_an_invalid_plan_keeps_the_contract(files: Path) -> None:
+    result = runner.invoke(app, ["check", str(files / "plan_overlap.json"), "--json"])
+    doc = _strict(result.stdout)
+    assert result.exit_code == 2 and doc["valid"] is False and doc["errors"]
+    assert doc["error"]["code"] == 2 and doc["error"]["message"].startswith("invalid plan")
+    ok = runner.invoke(app, ["check", str(files / "plan_ok.json"), "--json"])
+    assert ok.exit_code == 0 and _strict(ok.stdout)["valid"] is True

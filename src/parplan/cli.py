@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -25,7 +26,30 @@ from parplan.errors import InvalidInputError, ParplanError
 from parplan.schedule.expert import applicable_schedules
 from parplan.spec import ProblemSpec, build_problem
 
+
+class _Group(typer.core.TyperGroup):
+    """The command group; under ``--json`` a usage error (an option typer cannot parse) is a JSON document."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta["parplan_json"] = "--json" in args
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: Any) -> Any:
+        from typer._click.exceptions import UsageError  # typer vendors click
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if not ctx.meta.get("parplan_json"):
+                raise
+            param = getattr(exc, "param", None)
+            where = param.opts[0] if param is not None and getattr(param, "opts", None) else None
+            _emit_json({"error": {"code": exc.exit_code, "message": exc.format_message(), "where": where}})
+            raise typer.Exit(exc.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Group,
     name="parplan",
     help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it.",
     no_args_is_help=True,
@@ -183,6 +207,22 @@ def _fail(code: int, message: str, where: str | None = None, label: str = "error
     return typer.Exit(code)
 
 
+_WHERE = (
+    re.compile(r"^(--[a-z][\w-]*)"),  # an option: "--costs: ..."
+    re.compile(r"^[a-z -]*'([^']+)'"),  # a quoted file: "cluster file 'c.yaml': ..."
+    re.compile(r"^(?:invalid plan )?([^\s:]+\.[A-Za-z]\w*)(?::|$)"),  # a path: "p.json: plan.actions[3]: ..."
+)
+
+
+def _where(message: str) -> str | None:
+    """The option or file an error message starts with (the ``where`` of a JSON error document)."""
+    for pattern in _WHERE:
+        m = pattern.match(message)
+        if m:
+            return m.group(1)
+    return None
+
+
 def _run(fn: Callable[[], None]) -> None:
     """Run a command body; turn every error into one message (or JSON document) and its exit code."""
     try:
@@ -190,7 +230,7 @@ def _run(fn: Callable[[], None]) -> None:
     except ParplanError as exc:
         if _state["debug"]:
             raise
-        raise _fail(exc.exit_code, str(exc), getattr(exc, "where", None)) from None
+        raise _fail(exc.exit_code, str(exc), getattr(exc, "where", None) or _where(str(exc))) from None
     except KeyboardInterrupt:
         raise _fail(130, "interrupted") from None
     except UnicodeDecodeError as exc:  # a reader that did not check its encoding: still bad input
