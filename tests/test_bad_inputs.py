@@ -297,6 +297,9 @@ OPTION_ROWS: list[list[str]] = [
     ["plan", "--pp", "2", "-m", "2", "--costs", "F=inf,I=1,W=1", "--time-limit", "2"],
     ["plan", "--pp", "2", "-m", "2", "--costs", "F=1,I=1,W=1", "--comm", "nan", "--time-limit", "2"],
     ["plan", *SYN, "--devices-per-stage", "2", "--time-limit", "2"],
+    ["plan", "--pp", "1000", "--microbatches", "10000", "--time-limit", "5"],
+    ["compare", "--pp", "1000", "--microbatches", "10000", "--with-plan", "--schedules", "gpipe"],
+    ["compare", *SYN, "--memory-limit", "4GB"],
     # fjsp options
     *[["fjsp", "{data}/tiny.fjs", "--time-limit", v] for v in ("-3", "0", "-1", "nan", "inf")],
     *[["fjsp", "{data}/tiny.fjs", "--time-limit", "2", "--workers", v] for v in ("0", "-4")],
@@ -504,3 +507,11 @@ def test_check_json_of_an_invalid_plan_keeps_the_contract(files: Path) -> None:
     assert doc["error"]["code"] == 2 and doc["error"]["message"].startswith("invalid plan")
     ok = runner.invoke(app, ["check", str(files / "plan_ok.json"), "--json"])
     assert ok.exit_code == 0 and _strict(ok.stdout)["valid"] is True
+
+
+def test_oversized_plan_refuses_at_once() -> None:
+    import time
+
+    t0 = time.perf_counter()
+    code, text = _err("plan", "--pp", "1000", "--microbatches", "10000", "--time-limit", "5")
+    assert code == 2 and "30,000,000 tasks" in text and time.perf_counter() - t0 < 8

@@ -446,8 +446,10 @@ def compare(
                 "--schedules: empty; give names like gpipe,1f1b or drop the option for all"
             )
         base = problem_for(None)
+        _unit_memory_limit(memory_limit, base)
         if with_plan:
-            _unit_memory_limit(memory_limit, base)
+            _size_guard(base)
+        skipped: list[str] = []
         if schedules_:
             names = [s.strip() for s in schedules_.split(",") if s.strip()]
             for n in names:
@@ -458,14 +460,13 @@ def compare(
                 try:
                     problem_for(n)
                 except ParplanError as exc:
-                    if not json_:
-                        err.print(f"[dim]skipped {n}: {exc}[/]", highlight=False)
+                    skipped.append(f"{n}: {exc}")
                     continue
                 why = dict(applicable_schedules(problem_for(n)))[n]
                 if why is None:
                     names.append(n)
-                elif not json_:
-                    err.print(f"[dim]skipped {why}[/]", highlight=False)
+                else:
+                    skipped.append(why)
         plans = [Plan.from_schedule(problem_for(n), build_schedule(n, problem_for(n))) for n in names]
         if with_plan:
             from parplan.solve.api import plan_problem
@@ -479,7 +480,10 @@ def compare(
                 plan_problem(base, memory_limit=limit, time_limit_s=time_limit, progress=_progress(json_))
             )
         if not plans:
-            raise InvalidInputError("compare: no schedule applies to this problem (see the skipped reasons)")
+            raise InvalidInputError(f"compare: no schedule applies to this problem ({'; '.join(skipped)})")
+        if not json_:  # notes of a successful comparison (an error above says them in its one line)
+            for why in skipped:
+                err.print(f"[dim]skipped {escape(why)}[/]", highlight=False)
         _outputs(plans, output, gantt, trace)
         if json_:
             _emit_json({"schedules": plans_table(plans)})
@@ -524,6 +528,23 @@ def _check_solver_options(
     if deterministic and workers not in (None, 1, 2):  # 2 is the default: --deterministic alone means 1
         raise InvalidInputError(
             f"--deterministic runs one worker: drop --workers {workers} or --deterministic"
+        )
+
+
+#: The planner's ceiling (tasks = stages x micro-batches x passes): 4x the largest size measured to
+#: answer near its time limit (p=32, m=256: 24,576 tasks in 48 s at --time-limit 60). Beyond it the
+#: model alone outgrows any time limit, so the command refuses at once with the numbers.
+MAX_PLAN_TASKS = 100_000
+
+
+def _size_guard(problem: Any) -> None:
+    passes = 3 if problem.split_backward else 2
+    tasks = problem.num_stages * problem.num_microbatches * passes
+    if tasks > MAX_PLAN_TASKS:
+        raise InvalidInputError(
+            f"plan: {problem.num_stages} stages x {problem.num_microbatches} micro-batches x {passes} passes = "
+            f"{tasks:,} tasks, beyond the planner's ceiling of {MAX_PLAN_TASKS:,}; use fewer stages or "
+            "micro-batches (`parplan compare` runs the built-in schedules)"
         )
 
 
@@ -649,6 +670,7 @@ def plan(
         else:
             problem = build_problem(spec)
             _unit_memory_limit(memory_limit, problem)
+            _size_guard(problem)
             if not json_ and err.is_terminal:  # a progress note, like the solver's progress lines
                 err.print(
                     f"planning {problem.name}: {problem.num_stages} stages, "
@@ -1217,6 +1239,7 @@ def run(
             else:
                 from parplan.solve.api import plan_problem
 
+                _size_guard(problem)
                 p = plan_problem(problem, time_limit_s=time_limit, progress=_progress(json_))
         if not json_:
             err.print(
