@@ -1216,6 +1216,12 @@ def run(
         from parplan.plan import Plan, read_plan
         from parplan.runtime import run_plan
 
+        if steps < 1:
+            raise InvalidInputError(f"--steps: must be >= 1, got {steps}")
+        if not 0 < timeout < math.inf:
+            raise InvalidInputError(f"--timeout: must be a positive, finite number of seconds, got {timeout}")
+        if plan_file is None:
+            _check_solver_options(time_limit)
         if plan_file is not None:
             given = [k for k, v in problem_opts.items() if v is not None] + (["schedule"] if schedule else [])
             if given:
