@@ -24,7 +24,7 @@ from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
 from parplan.schedule.expert import applicable_schedules
-from parplan.spec import ProblemSpec, build_problem
+from parplan.spec import ProblemSpec, build_problem, check_num_layers
 
 
 class _Group(typer.core.TyperGroup):
@@ -1035,6 +1035,7 @@ def frontier(
             }.items()
             if v is not None
         }
+        check_num_layers(num_layers)
         graph = resolve_model(model, **opts)
         cl = load_cluster(cluster)
         mem_limit = _mem(memory_limit)
