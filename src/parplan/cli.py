@@ -8,6 +8,8 @@ stderr.
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,9 +24,32 @@ from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
 from parplan.schedule.expert import applicable_schedules
-from parplan.spec import ProblemSpec, build_problem
+from parplan.spec import ProblemSpec, build_problem, check_num_layers
+
+
+class _Group(typer.core.TyperGroup):
+    """The command group; under ``--json`` a usage error (an option typer cannot parse) is a JSON document."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta["parplan_json"] = "--json" in args
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
+
+    def invoke(self, ctx: Any) -> Any:
+        from typer._click.exceptions import UsageError  # typer vendors click
+
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            if not ctx.meta.get("parplan_json"):
+                raise
+            param = getattr(exc, "param", None)
+            where = param.opts[0] if param is not None and getattr(param, "opts", None) else None
+            _emit_json({"error": {"code": exc.exit_code, "message": exc.format_message(), "where": where}})
+            raise typer.Exit(exc.exit_code) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     name="parplan",
     help="Plan how a deep-learning model is parallelized across devices, prove how good the plan is, and run it. "
     "plan, compare, frontier and train also read their options from --config job.toml (the command line "
@@ -161,7 +186,20 @@ def _fmt(x: float | None, unit: str = "") -> str:
 
 
 def _emit_json(data: object) -> None:
-    sys.stdout.write(json.dumps(data, indent=1, default=_json_default) + "\n")
+    """Print one strict JSON document on stdout: NaN and infinities become null."""
+    sys.stdout.write(json.dumps(_strict(data), indent=1, default=_json_default, allow_nan=False) + "\n")
+
+
+def _strict(o: object) -> object:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_strict(v) for v in o]
+    if hasattr(o, "to_json") and not isinstance(o, type):
+        return _strict(o.to_json())
+    return o
 
 
 def _json_default(o: object) -> object:
@@ -174,34 +212,68 @@ def _json_default(o: object) -> object:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
+def _json_wanted() -> bool:
+    """Whether the running command was given ``--json`` (its error then goes to stdout as JSON)."""
+    from typer._click.globals import get_current_context  # typer vendors click
+
+    ctx = get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("json_"))
+
+
+def _fail(code: int, message: str, where: str | None = None, label: str = "error") -> typer.Exit:
+    """Print one error line (never read as markup) or, under ``--json``, one error document."""
+    if _json_wanted():
+        _emit_json({"error": {"code": code, "message": message, "where": where}})
+    else:
+        err.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+_WHERE = (
+    re.compile(r"^(--[a-z][\w-]*)"),  # an option: "--costs: ..."
+    re.compile(r"^[a-z -]*'([^']+)'"),  # a quoted file: "cluster file 'c.yaml': ..."
+    re.compile(r"^(?:invalid plan )?([^\s:]+\.[A-Za-z]\w*)(?::|$)"),  # a path: "p.json: plan.actions[3]: ..."
+)
+
+
+def _where(message: str) -> str | None:
+    """The option or file an error message starts with (the ``where`` of a JSON error document)."""
+    for pattern in _WHERE:
+        m = pattern.match(message)
+        if m:
+            return m.group(1)
+    return None
+
+
 def _run(fn: Callable[[], None]) -> None:
-    """Run a command body; turn ParplanError into one message and its exit code."""
+    """Run a command body; turn every error into one message (or JSON document) and its exit code."""
     try:
         fn()
     except ParplanError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(exc.exit_code) from None
+        raise _fail(exc.exit_code, str(exc), getattr(exc, "where", None) or _where(str(exc))) from None
     except KeyboardInterrupt:
-        err.print("[bold red]interrupted[/]")
-        raise typer.Exit(130) from None
+        raise _fail(130, "interrupted") from None
+    except UnicodeDecodeError as exc:  # a reader that did not check its encoding: still bad input
+        if _state["debug"]:
+            raise
+        raise _fail(2, f"an input file is not UTF-8 text ({exc.reason} at offset {exc.start})") from None
     except OSError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail(2, str(exc), getattr(exc, "filename", None)) from None
     except typer.Exit:
         raise
     except Exception as exc:
         if _state["debug"]:
             raise
-        err.print(
-            f"[bold red]internal error:[/] {type(exc).__name__}: {exc} "
+        raise _fail(
+            1,
+            f"{type(exc).__name__}: {exc} "
             "(a parplan bug: rerun with `parplan --debug ...` for the traceback and report it)",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+            label="internal error",
+        ) from None
 
 
 # ----------------------------------------------------------------------------- listings
@@ -389,7 +461,17 @@ def compare(
                 problems[key] = build_problem(replace(spec, placement=key) if key else spec)
             return problems[key]
 
+        if with_plan:
+            _check_solver_options(time_limit)
+        if schedules_ is not None and not schedules_.strip(", "):
+            raise InvalidInputError(
+                "--schedules: empty; give names like gpipe,1f1b or drop the option for all"
+            )
         base = problem_for(None)
+        _unit_memory_limit(memory_limit, base)
+        if with_plan:
+            _size_guard(base)
+        skipped: list[str] = []
         if schedules_:
             from parplan.schedule.expert import canonical_schedule_name
 
@@ -402,14 +484,13 @@ def compare(
                 try:
                     problem_for(n)
                 except ParplanError as exc:
-                    if not json_:
-                        err.print(f"[dim]skipped {n}: {exc}[/]", highlight=False)
+                    skipped.append(f"{n}: {exc}")
                     continue
                 why = dict(applicable_schedules(problem_for(n)))[n]
                 if why is None:
                     names.append(n)
-                elif not json_:
-                    err.print(f"[dim]skipped {why}[/]", highlight=False)
+                else:
+                    skipped.append(why)
         plans = [Plan.from_schedule(problem_for(n), build_schedule(n, problem_for(n))) for n in names]
         if with_plan:
             from parplan.solve.api import plan_problem
@@ -423,7 +504,10 @@ def compare(
                 plan_problem(base, memory_limit=limit, time_limit_s=time_limit, progress=_progress(json_))
             )
         if not plans:
-            raise InvalidInputError("compare: no schedule applies to this problem (see the skipped reasons)")
+            raise InvalidInputError(f"compare: no schedule applies to this problem ({'; '.join(skipped)})")
+        if not json_:  # notes of a successful comparison (an error above says them in its one line)
+            for why in skipped:
+                err.print(f"[dim]skipped {escape(why)}[/]", highlight=False)
         _outputs(plans, output, gantt, trace)
         if json_:
             _emit_json({"schedules": plans_table(plans)})
@@ -453,6 +537,44 @@ def _mem(text: str | None, where: str = "--memory-limit") -> float | None:
     from parplan.cluster_io import parse_quantity
 
     return None if text is None else parse_quantity(text, where, "bytes")
+
+
+def _check_solver_options(
+    time_limit: float | None = None, workers: int | None = None, deterministic: bool = False
+) -> None:
+    """Refuse nonsense solver options before any work: the limit and thread count the user typed."""
+    if time_limit is not None and not 0 < time_limit < math.inf:
+        raise InvalidInputError(
+            f"--time-limit: must be a positive, finite number of seconds, got {time_limit}"
+        )
+    if workers is not None and workers < 1:
+        raise InvalidInputError(f"--workers: must be >= 1, got {workers}")
+    if deterministic and workers not in (None, 1, 2):  # 2 is the default: --deterministic alone means 1
+        raise InvalidInputError(
+            f"--deterministic runs one worker: drop --workers {workers} or --deterministic"
+        )
+
+
+def _size_guard(problem: Any) -> None:
+    """Refuse at once what the planner would refuse after building the problem (same ceiling)."""
+    from parplan.solve.api import MAX_TASKS, problem_size
+
+    tasks = problem_size(problem)
+    if tasks > MAX_TASKS:
+        raise InvalidInputError(
+            f"plan: {tasks:,} tasks (stages x micro-batches x passes), beyond the planner's ceiling of "
+            f"{MAX_TASKS:,}; use fewer stages or micro-batches (`parplan compare` runs the built-in "
+            "schedules)"
+        )
+
+
+def _unit_memory_limit(text: str | None, problem: Any) -> None:
+    """``--memory-limit 40GB`` on a problem whose memory is in abstract units is a mistake, not 40e9 units."""
+    if text is not None and problem.memory_unit == "unit" and any(c.isalpha() for c in text.strip()):
+        raise InvalidInputError(
+            f"--memory-limit {text}: this problem counts memory in units of one stage's activation, "
+            "not bytes; give a plain number like 4"
+        )
 
 
 def _outputs(plans: list[Any], output: Path | None, gantt: Path | None, trace: Path | None) -> None:
@@ -557,6 +679,7 @@ def plan(
     def body() -> None:
         from parplan.solve.api import plan_measures, plan_problem
 
+        _check_solver_options(time_limit, workers, deterministic)
         kw = _problem_kwargs(locals_)
         kw["memory_limit"] = None  # applied by the planner so the message can name the limit
         spec = _spec(**kw)
@@ -566,7 +689,9 @@ def plan(
             )
         else:
             problem = build_problem(spec)
-            if not json_:
+            _unit_memory_limit(memory_limit, problem)
+            _size_guard(problem)
+            if not json_ and err.is_terminal:  # a progress note, like the solver's progress lines
                 err.print(
                     f"planning {problem.name}: {problem.num_stages} stages, "
                     f"{problem.num_microbatches} micro-batches, {problem.num_devices} devices",
@@ -721,6 +846,8 @@ def check(
             if problem_file is not None:
                 doc["problem"] = str(problem_file)
                 doc["problem_differences"] = differences
+            if errors:
+                doc["error"] = {"code": 2, "message": _invalid(plan_file, errors), "where": str(plan_file)}
             _emit_json(doc)
         else:
             if problem_file is not None:
@@ -731,15 +858,15 @@ def check(
                 )
                 err.print(f"checking {plan_file} {against}", highlight=False, markup=False)
             if errors:
-                err.print(f"[bold red]invalid plan[/] {plan_file}: {len(errors)} error(s)")
-                for e in errors[:20]:
-                    err.print(f"  {e}", highlight=False, markup=False)
-                if len(errors) > 20:
-                    err.print(f"  ... and {len(errors) - 20} more")
+                err.print(
+                    f"[bold red]error:[/] {escape(_invalid(plan_file, errors))}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             else:
-                out.print(f"[green]valid[/] {plan_file}")
+                out.print(f"[green]valid[/] {escape(str(plan_file))}", highlight=False)
             unit, mu = problem.time_unit, problem.memory_unit
-            if real is not None:
+            if real is not None and not errors:
                 out.print(
                     f"makespan {_fmt(real.makespan, unit)}, bubble ratio {real.bubble_ratio:.2%}, "
                     f"peak memory per device: {', '.join(_fmt(x, mu) for x in real.peak_memory_per_device)}",
@@ -749,6 +876,19 @@ def check(
             raise typer.Exit(2)  # an invalid plan is bad input
 
     _run(body)
+
+
+def _invalid(plan_file: Path, errors: list[str]) -> str:
+    """One line for an invalid plan: its first error and how many follow."""
+    more = f" (and {len(errors) - 1} more; --json lists them all)" if len(errors) > 1 else ""
+    return f"invalid plan {plan_file}: {errors[0]}{more}"
+
+
+def _valid_or_refuse(p: Any, plan_file: Path, force: bool = False) -> None:
+    """``show`` and ``run`` work on checked plans only: refuse an invalid one with its first error."""
+    errors = p.validate()
+    if errors and not force:
+        raise InvalidInputError(_invalid(plan_file, errors) + "; `parplan check` shows every error")
 
 
 def _mismatched(problem: Any, plan: Any) -> bool:
@@ -772,14 +912,18 @@ def show(
     csv: Annotated[
         Path | None, typer.Option(help="Write torch.distributed.pipelining's compute-only CSV.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Show and export the plan even when the validator rejects it.")
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Print a plan's per-device orders and write its pictures and exports."""
+    """Print a plan's per-device orders and write its pictures and exports (valid plans only)."""
 
     def body() -> None:
         from parplan.plan import read_plan
 
         p = read_plan(plan_file)
+        _valid_or_refuse(p, plan_file, force)
         written = _write_pictures(p, gantt, trace, memory)
         if csv is not None:
             from parplan.report import write_pipelining_csv
@@ -862,6 +1006,8 @@ def fjsp(
     def body() -> None:
         from parplan.solve.fjsp import solve_fjsp
 
+        _check_solver_options(time_limit, workers)
+        _check_job_shop_text(file)
         r = solve_fjsp(file, time_limit_s=time_limit, workers=workers)
         doc = {"makespan": r.makespan, "lower_bound": r.lower_bound, "status": r.status, "time_s": r.time_s}
         if json_:
@@ -873,6 +1019,21 @@ def fjsp(
             )
 
     _run(body)
+
+
+def _check_job_shop_text(path: Path) -> None:
+    """A job-shop file must be UTF-8 text of finite numbers (the reader takes them as integers)."""
+    from parplan.inputs import read_text
+
+    text = read_text(path, "job-shop file")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for token in line.split():
+            try:
+                value = float(token)
+            except ValueError:
+                continue  # words (an OR-Library comment line): the reader reports them
+            if not math.isfinite(value):
+                raise InvalidInputError(f"{path}:{lineno}: {token!r} is not a finite number")
 
 
 # ----------------------------------------------------------------------------- frontier
@@ -933,11 +1094,17 @@ def frontier(
             }.items()
             if v is not None
         }
+        check_num_layers(num_layers)
         graph = resolve_model(model, **opts)
         cl = load_cluster(cluster)
         mem_limit = _mem(memory_limit)
         if sum(x is not None for x in (time_limit, time_target)) > 1:
             raise InvalidInputError("--time-limit and --time-target: give one of them")
+        if memory_limit is not None and time_limit is not None:
+            raise InvalidInputError(
+                "--memory-limit and --time-limit: each picks one point (fastest under the memory, or least "
+                "memory under the time); give one of them"
+            )
         grid = _mesh(mesh)
         t0 = time.perf_counter()
         if time_target is not None:
@@ -1123,6 +1290,12 @@ def run(
         from parplan.plan import Plan, read_plan
         from parplan.runtime import run_plan
 
+        if steps < 1:
+            raise InvalidInputError(f"--steps: must be >= 1, got {steps}")
+        if not 0 < timeout < math.inf:
+            raise InvalidInputError(f"--timeout: must be a positive, finite number of seconds, got {timeout}")
+        if plan_file is None:
+            _check_solver_options(time_limit)
         if plan_file is not None:
             given = [k for k, v in problem_opts.items() if v is not None] + (["schedule"] if schedule else [])
             if given:
@@ -1131,6 +1304,7 @@ def run(
                     "give either PLAN.json or a PROBLEM"
                 )
             p = read_plan(plan_file)
+            _valid_or_refuse(p, plan_file)
         else:
             if model is None:
                 raise InvalidInputError(
@@ -1145,6 +1319,7 @@ def run(
             else:
                 from parplan.solve.api import plan_problem
 
+                _size_guard(problem)
                 p = plan_problem(problem, time_limit_s=time_limit, progress=_progress(json_))
         if not json_:
             err.print(

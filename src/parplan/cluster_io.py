@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 from parplan.cluster import DTYPES, Cluster, DeviceSpec, Link
 from parplan.errors import InvalidInputError
+from parplan.inputs import read_text
 
 # --------------------------------------------------------------------------- hardware data
 # Dense (no sparsity) peak FLOP/s from the NVIDIA H100 SXM5 and A100 SXM4 80GB datasheets.
@@ -169,10 +171,7 @@ def load_cluster(spec: str | Path) -> Cluster:
 def read_cluster(path: str | Path) -> Cluster:
     """Read a cluster file (JSON when the suffix is ``.json``, YAML otherwise)."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"cluster file {str(p)!r}: cannot read ({exc.strerror})") from None
+    text = read_text(p, "cluster file")
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -292,6 +291,8 @@ def _quantity(value: object, where: str, quantity: str, *, positive: bool = True
         number = float(m.group(1)) * factor
     else:
         raise InvalidInputError(f"{where}: must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{where}: must be a finite number, got {value!r}")
     if positive and not number > 0:
         raise InvalidInputError(f"{where}: must be > 0, got {value!r}")
     if not positive and not number >= 0:

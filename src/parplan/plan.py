@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from parplan.errors import InvalidInputError
+from parplan.inputs import finite, read_text
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
 from parplan.simulate import Metrics, TimedAction, compute_metrics, simulate, validate
@@ -172,7 +173,7 @@ def read_plan(path: str | Path) -> Plan:
     if not path.exists():
         raise InvalidInputError(f"{path}: no such plan file")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, "plan file"))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
@@ -202,6 +203,16 @@ def _action_json(t: TimedAction) -> dict[str, object]:
     return out
 
 
+def _whole(p: dict[str, object], key: str, where: str) -> int:
+    """An integer field of an action (1.5 or "2" is bad input, not silently 1 or 2)."""
+    v = p[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InvalidInputError(f"{where}.{key}: must be an integer, got {v!r}")
+    return v
+
+
 def _timed_from_json(a: object, where: str, problem: PipelineProblem) -> TimedAction:
     if not isinstance(a, dict):
         raise InvalidInputError(f"{where}: must be an object")
@@ -209,25 +220,47 @@ def _timed_from_json(a: object, where: str, problem: PipelineProblem) -> TimedAc
         kind = str(a["kind"])
         if kind == "FB":
             parts = a.get("parts")
-            if not isinstance(parts, list) or len(parts) != 2:
+            if not isinstance(parts, list) or len(parts) != 2 or not all(isinstance(p, dict) for p in parts):
                 raise InvalidInputError(f"{where}.parts: a fused FB action needs two parts")
             first, second = (
-                Action(stage=int(p["stage"]), kind=str(p["kind"]), microbatch=int(p["microbatch"]))
-                for p in parts
+                Action(
+                    stage=_whole(p, "stage", f"{where}.parts[{k}]"),
+                    kind=str(p["kind"]),
+                    microbatch=_whole(p, "microbatch", f"{where}.parts[{k}]"),
+                )
+                for k, p in enumerate(parts)
             )
             action = Action.fused(first, second)
         else:
-            action = Action(stage=int(a["stage"]), kind=kind, microbatch=int(a["microbatch"]))
-        device = int(a["device"])
+            action = Action(
+                stage=_whole(a, "stage", where), kind=kind, microbatch=_whole(a, "microbatch", where)
+            )
+        device = _whole(a, "device", where)
         start, end = float(a["start"]), float(a["end"])
     except KeyError as exc:
         raise InvalidInputError(f"{where}.{exc.args[0]}: missing") from None
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"{where}: {exc}") from None
     except InvalidInputError as exc:
-        raise InvalidInputError(f"{where}: {exc}") from None
+        raise InvalidInputError(f"{where}: {exc}" if not str(exc).startswith(where) else str(exc)) from None
+    finite(start, f"{where}.start")
+    finite(end, f"{where}.end")
     if end < start:
         raise InvalidInputError(f"{where}: ends at {end:g} before it starts at {start:g}")
+    if not 0 <= device < problem.num_devices:
+        raise InvalidInputError(
+            f"{where}.device: {device} is not a device of this plan (it has {problem.num_devices})"
+        )
+    for part in action.plain():
+        if not 0 <= part.stage < problem.num_stages:
+            raise InvalidInputError(
+                f"{where}.stage: {part.stage} is not a stage of this plan (it has {problem.num_stages})"
+            )
+        if not 0 <= part.microbatch < problem.num_microbatches:
+            raise InvalidInputError(
+                f"{where}.microbatch: {part.microbatch} is not a micro-batch of this plan "
+                f"(it has {problem.num_microbatches})"
+            )
     return TimedAction(device=device, action=action, start=start, end=end)
 
 

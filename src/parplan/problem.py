@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from parplan.errors import InvalidInputError
+from parplan.inputs import finite
 
 TIME_UNITS = ("s", "unit")
 MEMORY_UNITS = ("bytes", "unit")
@@ -429,7 +430,9 @@ def _num(obj: object, key: str, where: str, default: object = ...) -> float | No
     value = _get(obj, key, where, (int, float), default)
     if isinstance(value, bool):
         raise InvalidInputError(f"{_at(where, key)}: must be a number, got {value!r}")
-    return None if value is None else float(value)  # type: ignore[arg-type]
+    if value is None:
+        return None
+    return finite(float(value), _at(where, key))  # type: ignore[arg-type]
 
 
 def _int(obj: object, key: str, where: str, default: object = ...) -> int | None:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from parplan.errors import InvalidInputError
+from parplan.inputs import read_text
 from parplan.placement import chains, expected_devices, routes
 from parplan.problem import PipelineProblem
 
@@ -118,7 +119,7 @@ def read_problem(path: str | Path) -> PipelineProblem:
     if path.is_dir():
         raise InvalidInputError(f"{path}: is a directory, not a problem file")
     try:
-        data = json.loads(path.read_text(), parse_constant=_refuse_constant)
+        data = json.loads(read_text(path, "problem file"), parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
         raise InvalidInputError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"

@@ -15,6 +15,7 @@ activation for one micro-batch. Placements:
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -163,10 +164,11 @@ def synthetic_problem(
         raise InvalidInputError(f"--pp: must be >= 1, got {pp}")
     if microbatches < 1:
         raise InvalidInputError(f"--microbatches: must be >= 1, got {microbatches}")
-    if comm < 0:
-        raise InvalidInputError(f"--comm: must be >= 0, got {comm}")
-    if act_mem < 0 or wgrad_mem < 0:
-        raise InvalidInputError("--act-mem/--wgrad-mem: must be >= 0")
+    for name, value in (("--comm", comm), ("--act-mem", act_mem), ("--wgrad-mem", wgrad_mem)):
+        if not 0 <= value < math.inf:
+            raise InvalidInputError(f"{name}: must be a finite number >= 0, got {value}")
+    if costs.F + costs.B + (costs.FB or 0.0) <= 0:
+        raise InvalidInputError("--costs: every pass takes zero time; give F or B a positive duration")
     if wgrad_mem > act_mem:
         raise InvalidInputError(f"--wgrad-mem {wgrad_mem:g} cannot exceed --act-mem {act_mem:g}")
     if placement not in SYNTHETIC_PLACEMENTS:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from parplan.errors import InvalidInputError
+from parplan.inputs import read_text
 
 PROFILE_FORMAT = "parplan.profile/1"
 
@@ -165,10 +166,7 @@ def read_profile(path: str | Path) -> Profile:
         When the file is missing, is not JSON (the message gives the line), or a field is bad.
     """
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise InvalidInputError(f"profile {str(p)!r}: cannot read ({exc.strerror})") from None
+    text = read_text(p, "profile")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

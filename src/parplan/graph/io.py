@@ -254,7 +254,11 @@ def read_graph(path: str | Path) -> OpGraph:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InvalidInputError(f"{p}: no such graph file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{p}: not UTF-8 text (graph JSON expected; {exc.reason} at {exc.start})"
+        ) from None
+    except OSError as exc:
         raise InvalidInputError(f"{p}: cannot read graph file: {exc}") from None
     try:
         data = json.loads(text)
