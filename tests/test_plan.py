@@ -149,3 +149,24 @@ def test_hand_edited_plan_fails_check(tmp_path: Path) -> None:
     data["metrics"]["makespan"] = 1.0  # type: ignore[index]
     errors = read_plan(_write(tmp_path, data)).validate()
     assert len(errors) == 1 and errors[0].startswith("[metrics] plan: claims makespan 1,")
+
+
+def test_fused_actions_carry_their_fb_cost_in_the_file(tmp_path: Path) -> None:
+    # issue 12: DualPipe's fused F&B actions on stages without an FB cost took F + B implicitly, so
+    # the file alone could not re-verify them; now each such stage writes FB = F + B = 3 (F = I = W
+    # = 1) and a checker that reads only the file finds every fused action exactly FB long
+    from parplan.schedule.expert import build_schedule
+    from parplan.synthetic import synthetic_problem
+
+    problem = synthetic_problem(pp=4, microbatches=8, placement="bidirectional", costs="F=1,I=1,W=1")
+    plan = Plan.from_schedule(problem, build_schedule("dualpipe", problem))
+    path = plan.write(tmp_path / "dualpipe.json")
+    doc = json.loads(path.read_text())
+    fb = {s["index"]: s["cost"].get("FB") for s in doc["stages"]}
+    fused = [a for a in doc["actions"] if a["kind"] == "FB"]
+    assert fused, "DualPipe has fused chunks"
+    for a in fused:
+        forward = next(p for p in a["parts"] if p["kind"] == "F")
+        assert a["end"] - a["start"] == fb[forward["stage"]] == 3.0
+    again = read_plan(path)
+    assert again.validate() == [] and again.metrics.makespan == plan.metrics.makespan

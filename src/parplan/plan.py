@@ -7,6 +7,7 @@ independent validator on them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from parplan.errors import InvalidInputError
 from parplan.inputs import finite, read_text
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
-from parplan.simulate import Metrics, TimedAction, compute_metrics, simulate, validate
+from parplan.simulate import Metrics, TimedAction, compute_metrics, duration, simulate, validate
 
 FORMAT = "parplan.plan/1"
 
@@ -93,7 +94,7 @@ class Plan:
 
     # ------------------------------------------------------------------ file format
     def to_json(self) -> dict[str, object]:
-        p = self.problem.to_json()
+        p = _explicit_fused_costs(self.problem, self.timed).to_json()
         out: dict[str, object] = {
             "format": FORMAT,
             "name": self.name,
@@ -322,3 +323,27 @@ def plans_table(plans: Sequence[Plan]) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def _explicit_fused_costs(problem: PipelineProblem, timed: Sequence[TimedAction]) -> PipelineProblem:
+    """``problem`` with an ``FB`` cost on every stage whose fused actions take an implied duration
+    (the sum of their parts when the stage gives no FB), so the file alone re-verifies them; a stage
+    whose fused actions would need different FB values keeps none (the sum rule still applies)."""
+    implied: dict[int, set[float]] = {}
+    for t in timed:
+        if not t.action.is_fused:
+            continue
+        parts = t.action.parts
+        fwd = next((a for a in parts if a.kind == "F"), parts[0])
+        stage = problem.stages[fwd.stage]
+        if stage.cost.FB is None and not stage.device_costs:
+            implied.setdefault(fwd.stage, set()).add(duration(problem, t.device, t.action))
+    if not implied:
+        return problem
+    stages = [
+        dataclasses.replace(st, cost=dataclasses.replace(st.cost, FB=next(iter(implied[st.index]))))
+        if len(implied.get(st.index, ())) == 1
+        else st
+        for st in problem.stages
+    ]
+    return problem.with_stages(stages)
