@@ -347,3 +347,11 @@ def _explicit_fused_costs(problem: PipelineProblem, timed: Sequence[TimedAction]
         for st in problem.stages
     ]
     return problem.with_stages(stages)
+
+
+def plan_schema() -> dict[str, object]:
+    """The JSON Schema of a ``parplan.plan/1`` file (shipped as ``parplan/schemas/plan.schema.json``)."""
+    from importlib.resources import files
+
+    schema: dict[str, object] = json.loads(files("parplan").joinpath("schemas/plan.schema.json").read_text())
+    return schema
