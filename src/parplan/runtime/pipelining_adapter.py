@@ -20,8 +20,10 @@ data beyond the first stage's tokens (the MoE and multimodal twins, and any cut 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -207,9 +209,7 @@ def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[
     InvalidInputError
         When torch rejects the file; the message carries torch's.
     """
-    from torch.distributed.pipelining import PipelineStage
     from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
-    from torch.testing._internal.distributed.fake_pg import FakeStore
 
     from parplan.errors import InvalidInputError
 
@@ -218,13 +218,7 @@ def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[
     problem = plan.problem
     lowered: dict[int, list[str]] = {}
     for rank in range(problem.num_devices):
-        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
-        try:
-            stages = [
-                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
-                for s in problem.stages
-                if s.device == rank
-            ]
+        with _fake_rank(plan, rank) as stages:
             runtime = _PipelineScheduleRuntime(stages, problem.num_microbatches, loss_fn=_loss_fn)
             try:
                 runtime._load_csv(str(csv_path), format="compute_only")
@@ -233,9 +227,25 @@ def load_csv_into_runtime(csv_path: str | os.PathLike[str], plan: Plan) -> dict[
                     f"{csv_path}: torch's _PipelineScheduleRuntime refuses it as rank {rank}: {exc}"
                 ) from None
             lowered[rank] = [str(a) for a in runtime.pipeline_order_with_comms[rank]]
-        finally:
-            dist.destroy_process_group()
     return lowered
+
+
+@contextlib.contextmanager
+def _fake_rank(plan: Plan, rank: int) -> Iterator[list[Any]]:
+    """``rank`` of a fake (single-process) group, with placeholder stages where the plan puts them."""
+    from torch.distributed.pipelining import PipelineStage
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    problem = plan.problem
+    dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
+    try:
+        yield [
+            PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
+            for s in problem.stages
+            if s.device == rank
+        ]
+    finally:
+        dist.destroy_process_group()
 
 
 def torch_schedule_orders(torch_name: str, plan: Plan) -> dict[int, list[str]]:
@@ -247,26 +257,16 @@ def torch_schedule_orders(torch_name: str, plan: Plan) -> dict[int, list[str]]:
     ``(0F7;7B3)OVERLAP_F_B``), without the gradient-reduction action torch appends. Used to check
     that parplan's aliases of torch's names build the same schedule.
     """
-    from torch.distributed.pipelining import PipelineStage
     from torch.distributed.pipelining.schedules import PipelineScheduleMulti, get_schedule_class
-    from torch.testing._internal.distributed.fake_pg import FakeStore
 
     problem = plan.problem
     cls = get_schedule_class(torch_name)
     orders: dict[int, list[str]] = {}
     for rank in range(problem.num_devices):
-        dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=problem.num_devices)
-        try:
-            stages = [
-                PipelineStage(nn.Identity(), s.index, problem.num_stages, torch.device("cpu"))
-                for s in problem.stages
-                if s.device == rank
-            ]
+        with _fake_rank(plan, rank) as stages:
             multi = issubclass(cls, PipelineScheduleMulti)
             schedule = cls(stages if multi else stages[0], problem.num_microbatches, loss_fn=_loss_fn)
             orders[rank] = [
                 str(a) for a in schedule.pipeline_order[rank] if a is not None and "REDUCE_GRAD" not in str(a)
             ]
-        finally:
-            dist.destroy_process_group()
     return orders
