@@ -15,6 +15,7 @@ from parplan.problem import PassTimes, PipelineProblem
 from parplan.schedule.expert import build_schedule
 from parplan.schedule.ir import Action, Schedule
 from parplan.simulate import simulate
+from parplan.solve.api import plan_measures
 from parplan.solve.improve import _index, _moved, _warmup_shift, improve_schedule, retime
 from parplan.synthetic import synthetic_problem
 
@@ -42,12 +43,7 @@ def uneven(pp: int, microbatches: int, memory_limit: float) -> PipelineProblem:
 
 
 def span(plan: Plan) -> float:
-    lo: dict[int, float] = {}
-    hi: dict[int, float] = {}
-    for t in plan.timed:
-        lo[t.device] = min(lo.get(t.device, t.start), t.start)
-        hi[t.device] = max(hi.get(t.device, t.end), t.end)
-    return max(hi[d] - lo[d] for d in hi)
+    return plan_measures(plan)["span"]
 
 
 CASES = [
