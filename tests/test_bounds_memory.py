@@ -68,15 +68,9 @@ def independent_optimum(model: TaskModel, *, time_limit_s: float = 10.0) -> int 
     return round(solver.objective_value) if status == cp_model.OPTIMAL else None
 
 
-def random_chain(seed: int) -> PipelineProblem:
-    """A chain of 2-4 stages, 3-8 micro-batches, per-stage real-valued costs (tenths), per-edge
-    communication, activation, wgrad and static memory, and a memory limit between one and a few
-    activations."""
-    rng = random.Random(seed)
-    p, m, split = rng.randint(2, 4), rng.randint(3, 8), rng.random() < 0.75
-    base = synthetic_problem(
-        pp=p, microbatches=m, costs="F=1,I=1,W=1" if split else "F=1,B=2", wgrad_mem=0.5 if split else 0.0
-    )
+def _randomized(base: PipelineProblem, rng: random.Random, split: bool) -> PipelineProblem:
+    """``base`` with real-valued costs (tenths), activation, wgrad and static memory per stage and a
+    communication time per edge drawn from ``rng``."""
     stages = []
     for s in base.stages:
         f = rng.randint(5, 30) / 10
@@ -91,7 +85,19 @@ def random_chain(seed: int) -> PipelineProblem:
             dataclasses.replace(s, cost=cost, act_mem=act, wgrad_mem=wgrad, param_mem=rng.choice([0, 0, 0.5]))
         )
     edges = tuple(dataclasses.replace(e, comm=rng.randint(0, 8) / 10) for e in base.edges)
-    problem = dataclasses.replace(base, stages=tuple(stages), edges=edges)
+    return dataclasses.replace(base, stages=tuple(stages), edges=edges)
+
+
+def random_chain(seed: int) -> PipelineProblem:
+    """A chain of 2-4 stages, 3-8 micro-batches, per-stage real-valued costs (tenths), per-edge
+    communication, activation, wgrad and static memory, and a memory limit between one and a few
+    activations."""
+    rng = random.Random(seed)
+    p, m, split = rng.randint(2, 4), rng.randint(3, 8), rng.random() < 0.75
+    base = synthetic_problem(
+        pp=p, microbatches=m, costs="F=1,I=1,W=1" if split else "F=1,B=2", wgrad_mem=0.5 if split else 0.0
+    )
+    problem = _randomized(base, rng, split)
     need = max(s.param_mem + s.act_mem for s in problem.stages)
     mean_act = sum(s.act_mem for s in problem.stages) / len(problem.stages)
     limit = round(need + rng.uniform(0, 1.0) * mean_act * rng.choice([1, 2, 3]), 2)
@@ -233,21 +239,7 @@ def random_placed(seed: int) -> PipelineProblem:
         costs="F=1,I=1,W=1" if split else "F=1,B=2",
         wgrad_mem=0.5 if split else 0.0,
     )
-    stages = []
-    for s in base.stages:
-        f = rng.randint(5, 30) / 10
-        if split:
-            i, w = rng.randint(5, 30) / 10, rng.randint(2, 20) / 10
-            cost = PassTimes(F=f, B=i + w, I=i, W=w)
-        else:
-            cost = PassTimes(F=f, B=rng.randint(8, 50) / 10)
-        act = rng.randint(5, 20) / 10
-        wgrad = round(act * rng.choice([0, 0.3, 0.5, 1.0]), 2) if split else 0.0
-        stages.append(
-            dataclasses.replace(s, cost=cost, act_mem=act, wgrad_mem=wgrad, param_mem=rng.choice([0, 0, 0.5]))
-        )
-    edges = tuple(dataclasses.replace(e, comm=rng.randint(0, 8) / 10) for e in base.edges)
-    problem = dataclasses.replace(base, stages=tuple(stages), edges=edges)
+    problem = _randomized(base, rng, split)
     per_device: dict[int | None, float] = {}
     for st in problem.stages:
         per_device[st.device] = per_device.get(st.device, 0.0) + st.param_mem + st.act_mem
