@@ -281,8 +281,7 @@ def improved_start(setup: _Setup, starts: list[WarmStart], deadline: float) -> W
     if len(setup.model.tasks) < SEARCH_MIN_TASKS:
         return None  # CP-SAT alone proves these quickly
     best = min(starts, key=lambda w: _plan_key(w.plan, setup.phases, setup.memory_weight))
-    bounds = lower_bounds(setup.model)
-    floor = _phase_bound(bounds, first, 0)
+    floor = _phase_bound(setup.bounds, first, 0)
     if floor is not None and _sol_value(setup.model, best.assignment, first) <= floor:
         return None  # already meets a lower bound
     if any(t.action.is_fused for t in best.plan.timed) or deadline - time.perf_counter() < 0.2:
@@ -328,6 +327,7 @@ class _Setup:
     memory_weight: float
     t0: float
     deadline: float
+    bounds: Bounds
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -487,6 +487,7 @@ def _prepare(
         memory_weight=memory_weight,
         t0=t0,
         deadline=deadline,
+        bounds=lower_bounds(model),
     )
     reasons = check_memory_limits(problem, model)
     if reasons:
@@ -517,7 +518,7 @@ def _solve(setup: _Setup, starts: list[WarmStart], progress: Callable[[Progress]
     model, phases = setup.model, setup.phases
     first = phases[0]
     baseline = min(starts, key=lambda w: _plan_key(w.plan, phases, setup.memory_weight)) if starts else None
-    bounds = lower_bounds(model)
+    bounds = setup.bounds
     relaxed = 0
     warm_ticks = baseline.assignment.makespan(model) if baseline else None
     if (
@@ -528,7 +529,7 @@ def _solve(setup: _Setup, starts: list[WarmStart], progress: Callable[[Progress]
         and (warm_ticks is None or warm_ticks > bounds.best)
     ):
         relaxed = _relaxation_bound(
-            model, RELAXATION_SHARE * setup.left(), setup.workers, setup.deterministic, warm_ticks
+            model, bounds, RELAXATION_SHARE * setup.left(), setup.workers, setup.deterministic, warm_ticks
         )
     sol: Assignment | None = baseline.assignment if baseline else None
     # makespan_s + memory_weight * peak, divided by the tick: ticks + (w * quantum / tick) quanta
@@ -638,7 +639,14 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
     if baseline is not None and key(baseline.plan) < key(plan):
         plan, proven = baseline.plan, False  # the solver's answer rounds worse than its warm start
     solver_bound = solved.solver_bound
-    bounds = lower_bounds(model)
+    bounds = setup.bounds
+    # bounds that hold in real time: the model's when times convert exactly, else those of the
+    # floor-rounded model (ceil-rounded ticks overestimate)
+    if model.exact_time:
+        real_bounds, real_tick = bounds, model.tick
+    else:
+        floor_model = pipeline_model(problem, fused=setup.fused, contiguous=setup.contiguous, round_down=True)
+        real_bounds, real_tick = lower_bounds(floor_model), floor_model.tick
     ms_bound_ticks = max(bounds.best, solved.relaxed)
     makespan_first = first == "makespan"
     if makespan_first and solver_bound is not None:
@@ -647,11 +655,9 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
     if model.exact_time:
         lower = ms_bound_ticks * model.tick
     else:
-        # ceil-rounded ticks overestimate; bounds of a floor-rounded model hold in real time, and so
-        # does the solver's bound minus one tick per rounded duration or delay on any path (re-timing
-        # a real schedule with rounded-up values delays it by at most that much)
-        floor_model = pipeline_model(problem, fused=setup.fused, contiguous=setup.contiguous, round_down=True)
-        lower = lower_bounds(floor_model).best * floor_model.tick
+        # so does the solver's bound minus one tick per rounded duration or delay on any path
+        # (re-timing a real schedule with rounded-up values delays it by at most that much)
+        lower = real_bounds.best * real_tick
         if makespan_first and solver_bound is not None:
             slack = len(model.tasks) + sum(1 for a in model.arcs if a.delay)
             lower = max(lower, (solver_bound - slack) * model.tick)
@@ -668,13 +674,7 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
     elif solver_bound is not None and first == "memory":
         bound_value = solver_bound * model.mem_quantum
     if first == "span" and _model_covers_fusion(problem, model, setup.fused):
-        # the static span bound, rounding-safe: from the floor-rounded model when times are rounded
-        exact_model = (
-            model
-            if model.exact_time
-            else pipeline_model(problem, fused=setup.fused, contiguous=setup.contiguous, round_down=True)
-        )
-        static_span = lower_bounds(exact_model).span * exact_model.tick
+        static_span = real_bounds.span * real_tick
         bound_value = min(max(bound_value or 0.0, static_span), measures["span"])
     info = SolverInfo(
         backend=setup.backend,
@@ -720,14 +720,13 @@ def _certify(setup: _Setup, starts: list[WarmStart], solved: _Solved) -> Plan:
 
 
 def _relaxation_bound(
-    model: TaskModel, budget_s: float, workers: int, deterministic: bool, target: int | None
+    model: TaskModel, static: Bounds, budget_s: float, workers: int, deterministic: bool, target: int | None
 ) -> int:
     """The best one-device relaxation bound (ticks) within ``budget_s``, devices with the highest
     static bound first (each given half the remaining budget); stops early once the bound reaches
     ``target`` (the warm start)."""
     from parplan.solve.cpsat import device_relaxation_bound
 
-    static = lower_bounds(model)
     heads, tails = static.heads, static.tails
     load: dict[int, int] = {}
     for d in range(model.num_devices):
