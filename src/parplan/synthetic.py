@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from parplan.errors import InvalidInputError
+from parplan.numeric import close
 from parplan.placement import chains, resolve_chunks, routes, stage_device
 from parplan.problem import Device, Microbatch, PassTimes, PipelineProblem, Stage, StageEdge
 
@@ -67,7 +68,7 @@ def costs_from_mapping(values: Mapping[str, float], where: str = "--costs") -> P
         raise InvalidInputError(f"{where}: give both I and W (split backward) or neither (B only)")
     if has_i:
         b = values.get("B", values["I"] + values["W"])
-        if abs(b - (values["I"] + values["W"])) > 1e-9:  # TOL
+        if not close(b, values["I"] + values["W"]):
             raise InvalidInputError(f"{where}: B={b:g} must equal I+W={values['I'] + values['W']:g}")
         return PassTimes(F=values["F"], B=b, I=values["I"], W=values["W"], FB=values.get("FB"))
     if "B" not in values:

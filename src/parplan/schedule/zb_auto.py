@@ -23,6 +23,7 @@ import itertools
 from dataclasses import dataclass
 
 from parplan.errors import InternalError, InvalidInputError
+from parplan.numeric import leq
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, F, I, W
 
@@ -33,7 +34,7 @@ _MAKE = (F, I, W)
 
 
 def _within(value: float, limit: float) -> bool:
-    return value <= limit * (1 + 1e-9) + 1e-9  # TOL
+    return leq(value, limit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
+from parplan.numeric import TOL
 from parplan.solve.model import MAX_EXACT_QUANTA, FusablePair, TaskModel
 
 #: The names ``Bounds.binding`` takes, in the order ties are broken.
 BOUND_NAMES = ("load", "critical-path", "memory-warmup-drain")
 
 # Relative tolerance of memory comparisons (the validator keeps a peak within it of the limit).
-_MEM_TOL = 1e-9  # TOL
+_MEM_TOL = TOL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,8 +293,8 @@ def _device_idle(
                 f=max(dur[f] for f in st.forward.values()),
                 back=max(dur[b] for b in st.backward.values()),
                 w=max((dur[w] for w in st.wgrad.values()), default=0),
-                act=act * (1 - _MEM_TOL),  # TOL
-                wgrad=wgrad * (1 - _MEM_TOL),  # TOL
+                act=act * (1 - _MEM_TOL),
+                wgrad=wgrad * (1 - _MEM_TOL),
             )
         )
     room = _memory_room(model, device, rounded)
@@ -406,7 +407,7 @@ def _memory_room(model: TaskModel, device: int, rounded: bool) -> float | None:
     if rounded:
         cap, static = cap + 1, max(0, static - len([g for g in model.groups if g.devices == (device,)]))
     # the validator keeps a peak within TOL * max(1, limit) of the limit (real units)
-    cap_hi = cap + 2 * _MEM_TOL * max(1.0 / model.mem_quantum, cap)  # TOL
+    cap_hi = cap + 2 * _MEM_TOL * max(1.0 / model.mem_quantum, cap)
     return cap_hi - static
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from parplan.errors import InvalidInputError
+from parplan.numeric import close, lt, slack, within_limit
 from parplan.plan import Plan
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
@@ -31,7 +32,6 @@ from parplan.simulate import dependencies, duration, static_memory
 #: Objectives ``improve_schedule`` minimizes.
 IMPROVE_OBJECTIVES = ("makespan", "span")
 #: Relative tolerance for time and memory comparisons (the project's one TOL).
-_TOL = 1e-9
 #: How many places an action is moved at most by one insertion move.
 _REACH = 3
 
@@ -134,7 +134,7 @@ def _peak(tasks: _Tasks, order: Sequence[int], device: int) -> float:
 
 
 def _fits(tasks: _Tasks, order: Sequence[int], device: int, cap: float | None) -> bool:
-    return cap is None or _peak(tasks, order, device) <= cap * (1 + _TOL) + _TOL  # TOL
+    return within_limit(_peak(tasks, order, device), cap)
 
 
 class _Timing:
@@ -235,22 +235,12 @@ def _better(new: _State, old: _State) -> bool:
     """Whether ``new`` beats ``old`` beyond TOL: a lower objective; at equal objective, less flow
     (forward and backward passes end earlier, W passes fill gaps later); then the sorted-descending
     per-device values, compared lexicographically."""
-    a, b = max(new.values), max(old.values)
-    tol = _TOL * max(1.0, abs(a), abs(b))  # TOL
-    if a < b - tol:
-        return True
-    if a > b + tol:
-        return False
-    tol = _TOL * max(1.0, abs(new.flow), abs(old.flow))  # TOL
-    if new.flow < old.flow - tol:
-        return True
-    if new.flow > old.flow + tol:
-        return False
-    for a, b in zip(sorted(new.values, reverse=True), sorted(old.values, reverse=True), strict=True):
-        tol = _TOL * max(1.0, abs(a), abs(b))  # TOL
-        if a < b - tol:
+    pairs = [(max(new.values), max(old.values)), (new.flow, old.flow)]
+    pairs += zip(sorted(new.values, reverse=True), sorted(old.values, reverse=True), strict=True)
+    for a, b in pairs:
+        if lt(a, b):
             return True
-        if a > b + tol:
+        if lt(b, a):
             return False
     return False
 
@@ -272,7 +262,7 @@ def _critical_path(
             pos[dev] = {x: i for i, x in enumerate(orders[dev])}
         i = pos[dev][t]
         s = timing.start[t]
-        tol = _TOL * max(1.0, abs(s))  # TOL
+        tol = slack(s)
         nxt = -1
         if i > 0 and abs(timing.end[orders[dev][i - 1]] - s) <= tol:
             nxt = orders[dev][i - 1]
@@ -334,7 +324,7 @@ def _candidates(
         d, i = where[t]
         order = orders[d]
         # the device arc into t is critical: put t before its predecessor, or the predecessor after t
-        if i > 0 and abs(timing.end[order[i - 1]] - timing.start[t]) <= _TOL * max(1.0, timing.start[t]):
+        if i > 0 and close(timing.end[order[i - 1]], timing.start[t]):
             first.append((d, i, i - 1))
             if tasks.is_w[order[i - 1]]:
                 for k in range(1, _REACH + 1):
@@ -350,7 +340,7 @@ def _candidates(
         st = timing.starts_of[d]
         for i in range(1, len(order)):
             gap = st[i] - timing.end[order[i - 1]]
-            if gap <= _TOL * max(1.0, st[i]):
+            if gap <= slack(st[i]):
                 continue
             for j in range(i + 1, min(len(order), i + 4 * _REACH)):
                 if tasks.is_w[order[j]]:
