@@ -7,6 +7,7 @@ there is no memory. ``parplan fjsp`` calls ``solve_fjsp``.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,40 @@ def _numbers(path: str, lineno: int, line: str) -> list[int]:
     return out
 
 
+#: Size guards of the job-shop readers: more machines or a longer operation than these is a typo
+#: (OR-Library's largest instances have 100 machines and times below 10^4), and would overflow
+#: CP-SAT's 64-bit horizon or build millions of empty machine resources.
+MAX_MACHINES = 10_000
+MAX_DURATION = 10**12
+
+
+def _header(name: str, lineno: int, n_jobs: int, n_machines: int, num_lines: int) -> None:
+    """The header's counts are positive, within the size guards and agree with the job lines."""
+    if n_jobs < 1 or n_machines < 1:
+        raise InvalidInputError(
+            f"{name}:{lineno}: header announces {n_jobs} jobs on {n_machines} machines; both must be >= 1"
+        )
+    if n_machines > MAX_MACHINES:
+        raise InvalidInputError(
+            f"{name}:{lineno}: header announces {n_machines} machines, more than the {MAX_MACHINES} "
+            "this reader accepts; check the header (jobs first, then machines)"
+        )
+    if num_lines != n_jobs:
+        what = "but only" if num_lines < n_jobs else "but"
+        raise InvalidInputError(
+            f"{name}:{lineno}: header announces {n_jobs} jobs {what} {num_lines} job lines follow; "
+            "fix the header's job count or the job lines"
+        )
+
+
+def _check_duration(name: str, lineno: int, duration: int) -> int:
+    if duration > MAX_DURATION:
+        raise InvalidInputError(
+            f"{name}:{lineno}: operation time {duration} is beyond {MAX_DURATION:.0e}; rescale the times"
+        )
+    return duration
+
+
 def _data_lines(text: str) -> list[tuple[int, str]]:
     """Non-empty lines that are not comments (#), with their 1-based line numbers."""
     return [
@@ -104,10 +139,11 @@ def parse_jobshop(text: str, name: str = "<text>") -> FjspInstance:
     if len(nums) < 2:
         raise InvalidInputError(f"{name}:{lineno}: first line must be 'jobs machines', got {head.strip()!r}")
     n_jobs, n_machines = nums[0], nums[1]
-    if len(lines) - 1 < n_jobs:
+    if len(nums) > 2:
         raise InvalidInputError(
-            f"{name}: header announces {n_jobs} jobs but only {len(lines) - 1} job lines follow"
+            f"{name}:{lineno}: first line must be 'jobs machines', got {len(nums)} numbers {head.strip()!r}"
         )
+    _header(name, lineno, n_jobs, n_machines, len(lines) - 1)
     jobs = []
     for j in range(n_jobs):
         lineno, line = lines[1 + j]
@@ -118,7 +154,7 @@ def parse_jobshop(text: str, name: str = "<text>") -> FjspInstance:
             )
         ops = []
         for k in range(0, len(vals), 2):
-            machine, duration = vals[k], vals[k + 1]
+            machine, duration = vals[k], _check_duration(name, lineno, vals[k + 1])
             if machine >= n_machines:
                 raise InvalidInputError(
                     f"{name}:{lineno}: job {j} uses machine {machine}, but machines are 0..{n_machines - 1}"
@@ -146,11 +182,10 @@ def parse_fjs(text: str, name: str = "<text>") -> FjspInstance:
         raise InvalidInputError(
             f"{name}:{lineno}: first line must be 'jobs machines [flexibility]', got {head.strip()!r}"
         )
+    if not all(math.isfinite(f) for f in fields):
+        raise InvalidInputError(f"{name}:{lineno}: first line must hold finite numbers, got {head.strip()!r}")
     n_jobs, n_machines = int(fields[0]), int(fields[1])
-    if len(lines) - 1 < n_jobs:
-        raise InvalidInputError(
-            f"{name}: header announces {n_jobs} jobs but only {len(lines) - 1} job lines follow"
-        )
+    _header(name, lineno, n_jobs, n_machines, len(lines) - 1)
     jobs = []
     for j in range(n_jobs):
         lineno, line = lines[1 + j]
@@ -173,7 +208,9 @@ def parse_fjs(text: str, name: str = "<text>") -> FjspInstance:
             alts = []
             for _ in range(k):
                 machine = take(f"a machine of operation {o}")
-                duration = take(f"the time of operation {o} on machine {machine}")
+                duration = _check_duration(
+                    name, lineno, take(f"the time of operation {o} on machine {machine}")
+                )
                 if not 1 <= machine <= n_machines:
                     raise InvalidInputError(
                         f"{name}:{lineno}: job {j} operation {o} uses machine {machine}, machines are 1..{n_machines}"
