@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import statistics
 import tempfile
 import time
@@ -36,7 +37,13 @@ BACKENDS = ("gloo", "nccl")
 
 
 class RunError(ParplanError):
-    """A worker process failed or the run timed out (the message carries the worker's error)."""
+    """A worker process failed or the run timed out (the message carries the worker's error; exit 5).
+
+    Not exit 1 (our bug) nor 2 (bad input): a worker killed by the system, a lost peer or a transfer
+    that timed out is a failure of the run itself, and scripts around ``parplan run`` retry on it.
+    """
+
+    exit_code = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -494,6 +501,18 @@ def _load(path: Path) -> Any:
     return torch.load(path, weights_only=False)
 
 
+def _exit_reason(code: int | None) -> str:
+    """Why a worker ended without writing its error file: the signal that killed it, or its exit code."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory? see dmesg)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}; the other devices were stopped"
+    return f"exited with code {code} without a message"
+
+
 def _wait(procs: list[Any], out: Path, limit_s: float) -> None:
     """Wait for every worker; on the first failure stop the others and raise its error."""
     deadline = time.monotonic() + limit_s
@@ -514,7 +533,7 @@ def _wait(procs: list[Any], out: Path, limit_s: float) -> None:
             msgs = []
             for r in failed:
                 err = out / f"device{r}.err"
-                first = err.read_text().splitlines()[0] if err.exists() else f"exit code {codes[r]}"
+                first = err.read_text().splitlines()[0] if err.exists() else _exit_reason(codes[r])
                 msgs.append(f"device {r}: {first}")
             # A device that fails makes its peers fail on transfers: report the root cause first.
             msgs.sort(key=lambda m: ("Timeout" in m or "Connection" in m or "closed" in m, m))
