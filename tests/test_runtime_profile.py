@@ -61,3 +61,22 @@ def test_cpu_clock_profile() -> None:
     assert all(m.F > 0 for _, m in cpu.ops)
     with pytest.raises(InvalidInputError, match="clock: use 'wall', or 'cpu'"):
         profile_model("gpt-tiny", seq_len=8, num_layers=1, repeats=1, clock="gpu-ticks")
+
+
+def test_the_hint_printed_by_profile_works_when_followed(tmp_path) -> None:
+    """`parplan profile` ends with "use it with --cluster local --profile F": that command must plan
+    (the profile's dtype is taken when --dtype is not given), and a contradicting --dtype is refused."""
+    from typer.testing import CliRunner
+
+    from parplan.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "prof.json"
+    r = runner.invoke(app, ["profile", "--model", "gpt-tiny", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"--cluster local --profile {out}" in " ".join(r.output.split())  # rich may wrap it
+    plan = ["plan", "--model", "gpt-tiny", "--cluster", "local", "--profile", str(out), "--pp", "2", "-m", "4"]
+    r = runner.invoke(app, [*plan, "--time-limit", "5", "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*plan, "--dtype", "bf16"])
+    assert r.exit_code == 2 and "profile.dtype" in r.output

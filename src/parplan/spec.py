@@ -195,14 +195,16 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
     if spec.pp is None or spec.microbatches is None:
         raise InvalidInputError("--model: also give --pp P (pipeline stages) and --microbatches M")
     check_num_layers(spec.num_layers)
-    options: dict[str, object] = {}
-    for name in ("microbatch_size", "seq_len", "num_layers", "dtype"):
+    profile = read_profile(spec.profile) if spec.profile else None
+    # A profile's numbers hold for the dtype it was measured in: without --dtype, plan in that one.
+    dtype = spec.dtype or (profile.dtype if profile is not None and profile.dtype else None)
+    options: dict[str, object] = {"dtype": dtype} if dtype is not None else {}
+    for name in ("microbatch_size", "seq_len", "num_layers"):
         value = getattr(spec, name)
         if value is not None:
             options[name] = value
     graph = resolve_model(spec.model or "", **options)
     cluster = load_cluster(spec.cluster)
-    profile = read_profile(spec.profile) if spec.profile else None
     return model_problem(
         graph,
         cluster,
@@ -210,7 +212,7 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
         microbatches=spec.microbatches,
         chunks=spec.chunks or (2 if spec.placement in ("interleaved", "v", "bidirectional") else 1),
         placement=spec.placement or "linear",
-        dtype=spec.dtype or "bf16",
+        dtype=dtype or "bf16",
         profile=profile,
         memory_limit=spec.memory_limit,
     )
