@@ -170,3 +170,17 @@ def test_fused_actions_carry_their_fb_cost_in_the_file(tmp_path: Path) -> None:
         assert a["end"] - a["start"] == fb[forward["stage"]] == 3.0
     again = read_plan(path)
     assert again.validate() == [] and again.metrics.makespan == plan.metrics.makespan
+
+
+def test_plan_write_refuses_non_finite_numbers(tmp_path, monkeypatch) -> None:
+    """Plan files are strict JSON: a NaN would make the file unreadable to other checkers."""
+    from parplan.errors import InternalError
+
+    plan = _plan("1f1b")
+    assert plan.write(tmp_path / "ok.json").exists()
+    doc = plan.to_json()
+    doc["metrics"] = {"makespan": float("nan")}
+    monkeypatch.setattr(Plan, "to_json", lambda self: doc)
+    with pytest.raises(InternalError, match="non-finite"):
+        plan.write(tmp_path / "p.json")
+    assert not (tmp_path / "p.json").exists()

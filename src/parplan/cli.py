@@ -1158,7 +1158,9 @@ def frontier(
         doc["search_time_s"] = elapsed
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(json.dumps(doc, indent=1, default=_json_default) + "\n")
+            output.write_text(
+                json.dumps(_strict(doc), indent=1, default=_json_default, allow_nan=False) + "\n"
+            )
         if plot is not None:
             from parplan.report.pareto_plot import write_pareto_plot
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from parplan.errors import InvalidInputError
+from parplan.errors import InternalError, InvalidInputError
 from parplan.inputs import finite, read_text
 from parplan.problem import PipelineProblem
 from parplan.schedule.ir import Action, Schedule
@@ -163,8 +163,14 @@ class Plan:
 
     def write(self, path: str | Path) -> Path:
         path = Path(path)
+        try:  # strict JSON: a plan with NaN or infinity is not re-verifiable by anyone else
+            text = json.dumps(self.to_json(), indent=1, allow_nan=False)
+        except ValueError as exc:
+            raise InternalError(
+                f"{path}: plan {self.name!r} has a non-finite number; not written ({exc})"
+            ) from None
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=1) + "\n")
+        path.write_text(text + "\n")
         return path
 
 
