@@ -135,7 +135,7 @@ def test_wrong_field_types(tmp_path: Path) -> None:
     data = _plan("1f1b").to_json()
     data["devices"][0]["memory_limit"] = "lots"  # type: ignore[index]
     with pytest.raises(
-        InvalidInputError, match=r"plan.devices\[0\].memory_limit: must be int/float, got 'lots'"
+        InvalidInputError, match=r"plan.devices\[0\].memory_limit: must be a number, got 'lots'"
     ):
         read_plan(_write(tmp_path, data))
     data = _plan("1f1b").to_json()

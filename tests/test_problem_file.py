@@ -319,3 +319,27 @@ def test_check_against_a_smaller_problem_reports_no_metrics(tmp_path: Path) -> N
     doc = json.loads(result.stdout)
     assert not doc["valid"] and doc["makespan"] is None
     assert doc["problem_differences"][:3] == ["devices: 4 -> 2", "stages: 4 -> 2", "edge 1->2 removed"]
+
+
+def test_messages_name_the_field_once_in_plain_words(tmp_path) -> None:
+    """A wrong type says "a number", not "int/float"; a stage's own check is not prefixed twice."""
+    import copy
+
+    from parplan.plan import Plan as _Plan
+    from parplan.plan import read_plan
+    from parplan.schedule.expert import build_schedule
+    from parplan.synthetic import synthetic_problem
+
+    problem = synthetic_problem(pp=2, microbatches=2)
+    doc = _Plan.from_schedule(problem, build_schedule("1f1b", problem)).to_json()
+    for field, value, want in (
+        ("act_mem", "big", "plan.stages[0].act_mem: must be a number, got 'big'"),
+        ("wgrad_mem", 5, "plan.stages[0].wgrad_mem: 5.0 exceeds act_mem"),
+    ):
+        bad = copy.deepcopy(doc)
+        bad["stages"][0][field] = value
+        path = tmp_path / f"{field}.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(InvalidInputError) as info:
+            read_plan(path)
+        assert want in str(info.value) and "plan.plan." not in str(info.value)

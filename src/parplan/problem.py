@@ -421,7 +421,14 @@ def _get(obj: object, key: str, where: str, kind: type | tuple[type, ...], defau
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if value is not None and not isinstance(value, kind):
-        want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        names = {
+            "int": "an integer",
+            "float": "a number",
+            "str": "a string",
+            "list": "a list",
+            "dict": "an object",
+        }
+        want = "a number" if kind == (int, float) else names.get(getattr(kind, "__name__", ""), str(kind))
         raise InvalidInputError(f"{_at(where, key)}: must be {want}, got {value!r}")
     return value
 
@@ -483,8 +490,9 @@ def _problem_from_json(data: dict[str, object], where: str) -> PipelineProblem:
                     device_costs=dcosts,
                 )
             )
-        except InvalidInputError as exc:
-            raise InvalidInputError(_at(where, str(exc))) from None
+        except InvalidInputError as exc:  # the Stage's own checks name only the field: add the path
+            text = str(exc)
+            raise InvalidInputError(text if text.startswith(w) else _at(where, text)) from None
     edges = []
     for k, e in enumerate(_list(data, "edges", where, [])):
         w = _at(where, f"edges[{k}]")
