@@ -219,7 +219,7 @@ for name in CLUSTER_BAD:
 for name in FJSP_BAD:
     ROWS += [(["fjsp", f"{{f:{name}}}", "--time-limit", "2", "--workers", "1"], True)]
 for name in GRAPH_BAD:
-    ROWS += [(["compare", "--graph", f"{{f:{name}}}", "--devices", "2"], True)]
+    ROWS += [(["compare", "--graph", f"{{f:{name}}}", "--devices", "2", "--cluster", "8xh100"], True)]
     ROWS += [(["compare", "--model", f"{{f:{name}}}", "--cluster", "8xh100", "--pp", "2", "-m", "2"], True)]
 for name in PROFILE_BAD:
     ROWS += [(["compare", *MODEL, "--cluster", "local", "--profile", f"{{f:{name}}}"], True)]
@@ -467,7 +467,7 @@ def test_binary_files_are_named_not_utf8(files: Path) -> None:
         ["compare", *MODEL, "--cluster", str(files / "latin1.yaml")],
         ["compare", *MODEL, "--cluster", "local", "--profile", str(files / "binary.json")],
         ["compare", "--problem", str(files / "binary.json")],
-        ["compare", "--graph", str(files / "binary.json"), "--devices", "2"],
+        ["compare", "--graph", str(files / "binary.json"), "--devices", "2", "--cluster", "8xh100"],
     ):
         code, text = _err(*args)
         assert code == 2 and "not UTF-8 text" in text and str(files) in text, text
@@ -533,3 +533,29 @@ def test_oversized_plan_refuses_at_once() -> None:
     t0 = time.perf_counter()
     code, text = _err("plan", "--pp", "1000", "--microbatches", "10000", "--time-limit", "5")
     assert code == 2 and "30,000,000 tasks" in text and time.perf_counter() - t0 < 8
+
+
+def test_graph_file_needs_a_cluster(tmp_path: Path) -> None:
+    """--graph without --cluster used to plan on H100s silently; now it asks for the devices."""
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(GRAPH))
+    r = runner.invoke(app, ["compare", "--graph", str(path), "--devices", "2", "--json"])
+    assert r.exit_code == 2
+    err = json.loads(r.stdout)["error"]
+    assert err["where"] == "--graph" and "--cluster" in err["message"]
+    ok = runner.invoke(
+        app,
+        [
+            "plan",
+            "--graph",
+            str(path),
+            "--devices",
+            "2",
+            "--cluster",
+            "8xh100",
+            "--time-limit",
+            "5",
+            "--json",
+        ],
+    )
+    assert ok.exit_code == 0, ok.output

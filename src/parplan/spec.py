@@ -238,6 +238,10 @@ def _graph(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError(
             f"{spec.graph}: {len(graph.ops):,} operators, beyond the ceiling of {MAX_GRAPH_OPS:,}"
         )
+    if spec.graph is not None and spec.cluster is None:  # a real model's costs need real devices
+        raise InvalidInputError(
+            "--graph: also give --cluster NAME|FILE (the devices it runs on; see `parplan clusters`)"
+        )
     return graph_problem(
         graph,
         devices=spec.devices,
