@@ -1259,6 +1259,43 @@ def profile(
 
 
 @app.command()
+def trace(
+    factory: Annotated[
+        str, typer.Argument(metavar="FILE.py:FACTORY", help="FACTORY() -> (module, inputs[, loss_fn]).")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Graph JSON to write.")] = Path("graph.json"),
+    name: Annotated[str | None, typer.Option(help="Graph name (default: the module's class).")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Trace your own PyTorch module (with its loss) into a graph file that plan/compare/frontier read."""
+
+    def body() -> None:
+        from parplan.graph.io import write_graph
+        from parplan.runtime.user_model import load_factory, trace_user_model
+
+        t0 = time.perf_counter()
+        graph = trace_user_model(load_factory(factory), name=name)
+        write_graph(graph, output)
+        meta = graph.meta_dict
+        params = sum(op.param_bytes for op in graph.ops)
+        doc = {"graph": str(output), "name": graph.name, "ops": graph.num_ops, "edges": len(graph.edges)}
+        doc |= {"param_bytes": params, "dtype": meta.get("dtype"), "trace_s": time.perf_counter() - t0}
+        if json_:
+            _emit_json(doc)
+            return
+        out.print(
+            f"traced {graph.name}: {graph.num_ops} ops, {len(graph.edges)} edges, "
+            f"{_fmt(params, 'bytes')} of {meta.get('dtype')} parameters in {doc['trace_s']:.1f} s",
+            highlight=False,
+        )
+        err.print(
+            f"wrote {output} (plan it with --graph {output} --cluster local --devices N)", highlight=False
+        )
+
+    _run(body)
+
+
+@app.command()
 def run(
     plan_file: Annotated[
         Path | None, typer.Argument(metavar="[PLAN.json]", help="A plan file (or give a PROBLEM).")

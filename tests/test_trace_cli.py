@@ -1,0 +1,69 @@
+"""`parplan trace FILE.py:FACTORY`: a user's own two-branch module becomes a graph file that plans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+from typer.testing import CliRunner
+
+from parplan.cli import app
+from parplan.graph.io import read_graph
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "two_tower.py"
+runner = CliRunner()
+
+
+def test_trace_records_the_model_and_plans(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    r = runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    graph = read_graph(out)
+    meta = graph.meta_dict
+    assert meta["dtype"] == "fp32" and meta["factory"] == "build" and meta["module_class"] == "TwoTower"
+    assert Path(meta["module"]) == EXAMPLE
+    names = [op.name for op in graph.ops]
+    assert "user.inp" in names and "item.layers.1.0" in names and "head" in names  # no wrapper prefix
+    assert names[-1] == "mean"  # the loss is traced as the last op
+    # parameters: two towers (32->64, 48->64, 4 x 64->64) and the head (128->1), fp32
+    n_params = (32 * 64 + 64) + (48 * 64 + 64) + 4 * (64 * 64 + 64) + (128 + 1)
+    assert doc["param_bytes"] == 4 * n_params == sum(op.param_bytes for op in graph.ops)
+    r = runner.invoke(
+        app,
+        ["plan", "--graph", str(out), "--cluster", "local", "--devices", "2", "--time-limit", "5", "--json"],
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["makespan"] > 0
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [
+        ("no_colon.py", "give FILE.py:FACTORY"),
+        ("missing.py:build", "no such file"),
+        ("{dir}/m.py:nothing", "has no function 'nothing'"),
+        ("{dir}/m.py:bad_return", "must return (module, example_inputs[, loss_fn])"),
+        ("{dir}/m.py:not_module", "must be a torch.nn.Module"),
+        ("{dir}/m.py:raises", "raises() failed (RuntimeError: boom)"),
+        ("{dir}/broken.py:build", "importing it failed"),
+        ("{dir}/m.py:wrong_shape", "fails on its example inputs"),
+    ],
+)
+def test_bad_factories_are_one_clear_message(tmp_path: Path, source: str, needle: str) -> None:
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "def bad_return():\n    return 3\n"
+        "def not_module():\n    return 1, torch.zeros(1)\n"
+        "def raises():\n    raise RuntimeError('boom')\n"
+        "def wrong_shape():\n    return torch.nn.Linear(3, 2), torch.zeros(4, 5)\n"
+    )
+    (tmp_path / "broken.py").write_text("import no_such_module_anywhere\n")
+    r = runner.invoke(app, ["trace", source.format(dir=tmp_path), "-o", str(tmp_path / "g.json")])
+    assert r.exit_code == 2, r.output
+    assert needle in " ".join(r.output.split()) and "Traceback" not in r.output
+    assert not (tmp_path / "g.json").exists()
