@@ -67,3 +67,29 @@ def test_bad_factories_are_one_clear_message(tmp_path: Path, source: str, needle
     assert r.exit_code == 2, r.output
     assert needle in " ".join(r.output.split()) and "Traceback" not in r.output
     assert not (tmp_path / "g.json").exists()
+
+
+def test_traced_dtype_is_the_default_and_a_mismatch_is_refused(tmp_path: Path) -> None:
+    """An fp32 trace planned at bf16 counted its parameters in the wrong width; now fp32 is the default."""
+    out = tmp_path / "g.json"
+    assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
+    base = [
+        "plan",
+        "--graph",
+        str(out),
+        "--cluster",
+        "local",
+        "--devices",
+        "2",
+        "--time-limit",
+        "5",
+        "--json",
+    ]
+    default = runner.invoke(app, base)
+    explicit = runner.invoke(app, [*base, "--dtype", "fp32"])
+    assert default.exit_code == explicit.exit_code == 0, default.output
+    key = "peak_memory_per_device"
+    assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
+    bad = runner.invoke(app, [*base, "--dtype", "bf16"])
+    assert bad.exit_code == 2
+    assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]

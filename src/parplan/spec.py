@@ -242,12 +242,18 @@ def _graph(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError(
             "--graph: also give --cluster NAME|FILE (the devices it runs on; see `parplan clusters`)"
         )
+    traced = graph.meta_dict.get("dtype")  # byte counts of a traced graph hold for its dtype only
+    if spec.dtype is not None and isinstance(traced, str) and spec.dtype != traced:
+        raise InvalidInputError(
+            f"--dtype {spec.dtype}: {spec.graph} was traced in {traced} (its byte counts are {traced}); "
+            f"drop --dtype, or re-trace with the module in {spec.dtype}"
+        )
     return graph_problem(
         graph,
         devices=spec.devices,
         microbatches=spec.microbatches or 1,
         cluster=spec.cluster,
-        dtype=spec.dtype or "bf16",
+        dtype=spec.dtype or (traced if isinstance(traced, str) else "bf16"),
         groups=spec.groups,
         memory_limit=spec.memory_limit,
     )
