@@ -93,3 +93,72 @@ def test_traced_dtype_is_the_default_and_a_mismatch_is_refused(tmp_path: Path) -
     bad = runner.invoke(app, [*base, "--dtype", "bf16"])
     assert bad.exit_code == 2
     assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]
+
+
+BLOCKS = """
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.ln, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+
+    def forward(self, x):
+        h = self.ln(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.ln2(x))
+
+
+class Net(nn.Module):
+    def __init__(self, d=32, n=4):
+        super().__init__()
+        self.emb = nn.Linear(8, d)
+        self.blocks = nn.ModuleList(Block(d) for _ in range(n))
+        self.out = nn.Linear(d, 1)
+
+    def forward(self, x):
+        x = self.emb(x)
+        for b in self.blocks:
+            x = b(x)
+        return self.out(x)
+
+
+def build():
+    torch.manual_seed(0)
+    return Net(), torch.randn(2, 16, 8)
+"""
+
+
+@pytest.mark.parametrize("pp", [2, 4])
+def test_stage_cuts_fall_between_whole_blocks(tmp_path: Path, pp: int) -> None:
+    """Ops inside blocks.K (the block's residual adds included) carry layer K; cuts never split one."""
+    (tmp_path / "net.py").write_text(BLOCKS)
+    graph_file, plan_file = tmp_path / "g.json", tmp_path / "p.json"
+    assert runner.invoke(app, ["trace", f"{tmp_path / 'net.py'}:build", "-o", str(graph_file)]).exit_code == 0
+    graph = read_graph(graph_file)
+    layer = {op.name: op.layer for op in graph.ops}
+    assert {layer[n] for n in layer if n.startswith("blocks.")} == {0, 1, 2, 3}
+    assert [layer[n] for n in ("emb", "out", "mean")] == [None, None, None]
+    adds = [op for op in graph.ops if op.name.startswith("add")]
+    assert len(adds) == 8 and all(op.layer is not None for op in adds)  # residuals live in the block
+    cmd = ["plan", "--model", str(graph_file), "--cluster", "8xh100", "--pp", str(pp), "-m", "4"]
+    r = runner.invoke(app, [*cmd, "--time-limit", "5", "-o", str(plan_file)])
+    assert r.exit_code == 0, r.output
+    stages = json.loads(plan_file.read_text())["stages"]
+    per_stage = [{layer[n] for n in s["ops"]} - {None} for s in stages]
+    for a in range(len(per_stage)):
+        for b in range(a + 1, len(per_stage)):
+            assert not per_stage[a] & per_stage[b], per_stage  # no block is split between stages
+
+
+def test_branches_keep_their_own_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "g.json"
+    assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
+    layer = {op.name: op.layer for op in read_graph(out).ops}
+    user = {layer[n] for n in layer if n.startswith("user.layers.")}
+    item = {layer[n] for n in layer if n.startswith("item.layers.")}
+    assert len(user) == len(item) == 2 and not user & item

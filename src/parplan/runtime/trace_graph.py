@@ -161,6 +161,7 @@ def trace_module(
     index: dict[fx.Node, int] = {}
     edges: set[tuple[int, int]] = set()
     counted_params: set[int] = set()
+    blocks: dict[str, int] = {}  # repeated-block module path -> layer number, by first appearance
 
     def arg_nodes(node: fx.Node) -> list[fx.Node]:
         found: list[fx.Node] = []
@@ -224,6 +225,7 @@ def trace_module(
                     param_bytes=float(sum(p.numel() * p.element_size() for p in new)),
                     act_bytes=float(act),
                     out_bytes=float(_nbytes(env[node])),
+                    layer=_block_of(node, blocks),
                 )
             )
             index[node] = i
@@ -237,6 +239,26 @@ def trace_module(
     return OpGraph(
         name=name or type(module).__name__, ops=tuple(ops), edges=edge_list, meta=(("traced", True),)
     )
+
+
+def _block_of(node: fx.Node, blocks: dict[str, int]) -> int | None:
+    """The layer number of the repeated block ``node`` runs in, or None outside any block.
+
+    A block is the outermost module on the node's ``nn_module_stack`` whose path ends in an index
+    (a child of an ``nn.ModuleList`` / ``nn.Sequential``: ``layers.3``, ``blocks.0``), so that
+    pipeline cuts fall between whole blocks (``cost.pipeline`` cuts only between layers), and two
+    branches with blocks of their own (``user.layers.0``, ``item.layers.0``) stay apart.
+    """
+    stack = node.meta.get("nn_module_stack") or {}
+    for entry in stack.values():
+        path = entry[0] if isinstance(entry, tuple) else str(entry)
+        if path.rsplit(".", 1)[-1].isdigit():
+            return blocks.setdefault(path, len(blocks))
+    if node.op == "call_module":  # a leaf module that is itself a block
+        target = str(node.target)
+        if target.rsplit(".", 1)[-1].isdigit():
+            return blocks.setdefault(target, len(blocks))
+    return None
 
 
 def _fetch(gm: fx.GraphModule, target: str) -> Any:
