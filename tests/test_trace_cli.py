@@ -162,3 +162,23 @@ def test_branches_keep_their_own_blocks(tmp_path: Path) -> None:
     user = {layer[n] for n in layer if n.startswith("user.layers.")}
     item = {layer[n] for n in layer if n.startswith("item.layers.")}
     assert len(user) == len(item) == 2 and not user & item
+
+
+def test_plan_module_from_python() -> None:
+    """parplan.plan_module: the same trace and plan without files; the plan validates."""
+    import importlib.util
+
+    import parplan
+
+    spec = importlib.util.spec_from_file_location("two_tower_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    module, inputs, loss = mod.build()
+    plan = parplan.plan_module(
+        module, inputs, loss_fn=loss, cluster="8xh100", pp=2, microbatches=4, time_limit_s=5
+    )
+    assert parplan.validate(plan.problem, plan.timed, plan.metrics) == []
+    assert plan.problem.num_stages == 2
+    names = [set(s.ops) for s in plan.problem.stages]
+    assert any("user.inp" in n for n in names) and any("head" in n for n in names)

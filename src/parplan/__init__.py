@@ -8,7 +8,7 @@ The public API, by stage of the data flow (DESIGN.md)::
     cost     CostModel, model_problem (a model on a cluster -> pipeline problem)
     problem  synthetic_problem, graph_problem (merging heuristic), PipelineProblem
     schedule build_schedule, applicable_schedules, SCHEDULES
-    solve    plan_problem (MIP planner; imports OR-Tools on first use)
+    solve    plan_problem (MIP planner; imports OR-Tools on first use), plan_module (a torch module)
     joint    joint_plan (stage strategies from the frontier chosen with the schedule)
     frontier parplan.frontier.frontier, fewest_devices, Frontier (Pareto strategies)
     simulate simulate, validate, compute_metrics; Plan, read_plan
@@ -59,6 +59,10 @@ def __getattr__(name: str) -> Any:
         from parplan.solve.api import plan_problem
 
         return plan_problem
+    if name == "plan_module":  # imports torch
+        from parplan.runtime.user_model import plan_module
+
+        return plan_module
     if name == "joint_plan":
         from parplan.joint import joint_plan
 
@@ -94,6 +98,7 @@ __all__ = [
     "list_models",
     "load_cluster",
     "model_problem",
+    "plan_module",
     "plan_problem",
     "random_dag",
     "read_graph",

@@ -22,6 +22,7 @@ from torch import nn
 
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import OpGraph
+from parplan.plan import Plan
 from parplan.runtime.trace_graph import trace_module
 
 DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
@@ -155,8 +156,45 @@ def trace_user_model(user: UserModel, *, name: str | None = None) -> OpGraph:
     meta = dict(graph.meta)
     meta.update(
         dtype=param_dtype(user.module),
-        module=str(Path(path).resolve()),
+        module=str(Path(path).resolve()) if path != "<python>" else path,
         factory=factory,
         module_class=type(user.module).__name__,
     )
     return dataclasses.replace(graph, meta=tuple(sorted(meta.items())))
+
+
+def plan_module(
+    module: nn.Module,
+    inputs: Any,
+    *,
+    cluster: str,
+    pp: int,
+    microbatches: int,
+    loss_fn: Callable[[Any, tuple[Any, ...]], torch.Tensor] | None = None,
+    placement: str = "linear",
+    time_limit_s: float = 30.0,
+    memory_limit: float | None = None,
+) -> Plan:
+    """Trace ``module`` (with ``loss_fn``, one micro-batch of ``inputs``) and plan its pipeline.
+
+    The Python form of ``parplan trace`` followed by ``parplan plan --model GRAPH --cluster C --pp P
+    -m M``: stages are cut between whole blocks, costs come from the traced FLOPs and bytes in the
+    module's dtype, and the answer is a validated :class:`~parplan.plan.Plan`.
+    """
+    from parplan.cluster_io import load_cluster
+    from parplan.cost.pipeline import model_problem
+    from parplan.solve.api import plan_problem
+
+    user = _check_result((module, inputs, loss_fn) if loss_fn else (module, inputs), "plan_module")
+    graph = trace_user_model(dataclasses.replace(user, source=f"<python>:{type(module).__name__}"))
+    problem = model_problem(
+        graph,
+        load_cluster(cluster),
+        pp=pp,
+        microbatches=microbatches,
+        chunks=2 if placement in ("interleaved", "v", "bidirectional") else 1,
+        placement=placement,
+        dtype=param_dtype(module),
+        memory_limit=memory_limit,
+    )
+    return plan_problem(problem, time_limit_s=time_limit_s)
