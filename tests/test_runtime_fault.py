@@ -57,11 +57,14 @@ def _workers(pid: int) -> list[int]:
     return out
 
 
-def test_killed_worker_ends_run_with_clear_message_and_no_orphans() -> None:
-    timeout_s = 10
+TIMEOUT_S = 10
+
+
+def _run_and_kill(*extra: str, victim: int) -> tuple[int, str, str, float, list[int]]:
+    """Start a long ``parplan run``, SIGKILL device ``victim`` mid-run; (exit, stdout, stderr, s after kill, pids)."""
     cmd = [sys.executable, "-m", "parplan", "run", "--model", "gpt-tiny", "--cluster", "local"]
     cmd += ["--pp", "2", "--microbatches", "4", "--schedule", "1f1b", "--steps", "100000"]
-    cmd += ["--timeout", str(timeout_s)]
+    cmd += ["--timeout", str(TIMEOUT_S), *extra]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -69,26 +72,28 @@ def test_killed_worker_ends_run_with_clear_message_and_no_orphans() -> None:
         workers: list[int] = []
         while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.2)
-            workers = _workers(proc.pid)
+            workers = sorted(_workers(proc.pid))
         assert len(workers) == 2, f"device processes not found (exit {proc.poll()})"
         time.sleep(4.0)  # well into the steps: process group joined, transfers in flight
         assert proc.poll() is None, "the run ended before the fault was injected"
-        victim = max(workers)
-        os.kill(victim, signal.SIGKILL)
+        os.kill(workers[victim], signal.SIGKILL)
         killed_at = time.monotonic()
-        out, err = proc.communicate(timeout=timeout_s * 3 + 30)
-        elapsed = time.monotonic() - killed_at
-        assert elapsed < timeout_s, f"took {elapsed:.1f} s after the kill (transfer timeout {timeout_s} s)"
+        out, err = proc.communicate(timeout=TIMEOUT_S * 3 + 30)
+        return proc.returncode, out, err, time.monotonic() - killed_at, workers
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 5, (proc.returncode, err)
-    assert elapsed < timeout_s * 3 + 30
+
+
+def test_killed_worker_ends_run_with_clear_message_and_no_orphans() -> None:
+    code, out, err, elapsed, workers = _run_and_kill(victim=1)
+    assert code == 5, (code, err)
+    assert elapsed < TIMEOUT_S, f"took {elapsed:.1f} s after the kill (transfer timeout {TIMEOUT_S} s)"
     assert "Traceback" not in err and "Traceback" not in out
     lines = [ln for ln in err.splitlines() if ln.startswith("error")]
     assert len(lines) == 1, err  # progress lines aside, one message
-    assert "killed by SIGKILL" in lines[0] and "device" in lines[0], lines[0]
+    assert "killed by SIGKILL" in lines[0] and "device " in lines[0], lines[0]
     time.sleep(0.5)
     left = [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in _state(w)]
     assert left == [], f"orphan device processes: {left}"
@@ -98,25 +103,8 @@ def test_killed_worker_under_json_is_one_error_document() -> None:
     """The same failure with --json: stdout is one error document with the run's exit code."""
     import json
 
-    cmd = [sys.executable, "-m", "parplan", "run", "--model", "gpt-tiny", "--cluster", "local"]
-    cmd += ["--pp", "2", "--microbatches", "4", "--schedule", "1f1b", "--steps", "100000"]
-    cmd += ["--timeout", "10", "--json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        workers: list[int] = []
-        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            workers = _workers(proc.pid)
-        assert len(workers) == 2
-        time.sleep(4.0)
-        os.kill(min(workers), signal.SIGKILL)
-        out, _ = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 5
+    code, out, _, _, _ = _run_and_kill("--json", victim=0)
+    assert code == 5
     doc = json.loads(out)
     assert doc["error"]["code"] == 5 and "killed by SIGKILL" in doc["error"]["message"]
 
