@@ -224,7 +224,7 @@ def _with(path: tuple, value) -> dict:
             0,
             r"cluster\.devices\[1\]\.memory_bandwidth_Bps: must be > 0",
         ),
-        (("devices", 0, "peak_flops"), {"int4": 1e15}, r"devices\[0\]\.peak_flops\.int4: unknown dtype"),
+        (("devices", 0, "peak_flops"), {"int4": 1e15}, r"devices\[0\]\.peak_flops: unknown dtype 'int4'"),
         (("devices", 0, "peak_flops"), {}, r"devices\[0\]\.peak_flops: give at least one dtype"),
         (("devices", 2, "node"), -1, r"devices\[2\]\.node: must be an integer >= 0, got -1"),
         (("devices", 2, "node"), KeyError, r"devices\[2\]\.node: missing"),

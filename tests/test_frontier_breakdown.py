@@ -85,3 +85,25 @@ def test_cli_json_and_table() -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "memory / device by component" in result.output and "optimizer state" in result.output
+
+
+def test_default_frontier_admits_data_parallelism() -> None:
+    """With -m 1 every data-parallel grid was illegal (llama-7b on 8 devices: two TP8 points). The
+    default is now one micro-batch per device; --global-batch (samples) sets it like Megatron-LM."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from parplan.cli import app
+
+    runner = CliRunner()
+    base = ["frontier", "--model", "gpt2-small", "--cluster", "8xh100", "--devices", "4", "--json"]
+    default = runner.invoke(app, base)
+    assert default.exit_code == 0, default.output
+    points = json.loads(default.stdout)["points"]
+    assert len(points) >= 5
+    assert any('"dp4.tp1' in json.dumps(p["strategy"]) for p in points)  # data parallel over all 4
+    same = runner.invoke(app, [*base, "--global-batch", "4"])
+    assert json.loads(same.stdout)["points"] == points  # 4 samples of micro-batch size 1 = the default
+    bad = runner.invoke(app, [*base, "--global-batch", "6", "-m", "4"])
+    assert bad.exit_code == 2 and "disagree" in json.loads(bad.stdout)["error"]["message"]

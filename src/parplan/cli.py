@@ -1037,6 +1037,32 @@ def _check_job_shop_text(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- frontier
+def _frontier_microbatches(
+    graph: Any, microbatches: int | None, global_batch: int | None, devices: int
+) -> int:
+    """Micro-batches per iteration from -m or --global-batch (samples); default one per device.
+
+    As in Megatron-LM: the global batch is samples per iteration, the micro-batch size is the
+    model's (``--microbatch-size``), and data parallelism over ``d`` devices splits the micro-batches.
+    With one micro-batch per iteration no data-parallel grid would be legal.
+    """
+    size = int(graph.meta_dict.get("microbatch_size") or 1)
+    if microbatches is not None and microbatches < 1:
+        raise InvalidInputError(f"--microbatches: must be >= 1, got {microbatches}")
+    if global_batch is None:
+        return microbatches if microbatches is not None else max(1, devices)
+    if global_batch < 1 or global_batch % size:
+        raise InvalidInputError(
+            f"--global-batch: {global_batch} samples is not a positive multiple of the micro-batch size {size}"
+        )
+    if microbatches is not None and microbatches * size != global_batch:
+        raise InvalidInputError(
+            f"--global-batch {global_batch} and --microbatches {microbatches}: with micro-batch size {size} "
+            f"they disagree ({microbatches} x {size} = {microbatches * size}); give one of them"
+        )
+    return global_batch // size
+
+
 @app.command()
 def frontier(
     model: Annotated[str, typer.Option(help="Zoo model name or graph JSON file.")] = "gpt2-small",
@@ -1060,8 +1086,19 @@ def frontier(
         typer.Option(help="Iteration time target, e.g. 2s: find the fewest devices that meet it."),
     ] = None,
     microbatches: Annotated[
-        int, typer.Option("--microbatches", "-m", help="Micro-batches per iteration.")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--microbatches",
+            "-m",
+            help="Micro-batches per iteration (default: global batch / micro-batch size).",
+        ),
+    ] = None,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Samples per iteration (default: one micro-batch per device, so data parallelism is legal)."
+        ),
+    ] = None,
     epsilon: Annotated[
         float, typer.Option(help="Approximation: every strategy is within 1+eps of a returned point.")
     ] = 0.02,
@@ -1106,6 +1143,8 @@ def frontier(
                 "memory under the time); give one of them"
             )
         grid = _mesh(mesh)
+        span = cl.num_devices if time_target is not None or devices is None else devices
+        microbatches_ = _frontier_microbatches(graph, microbatches, global_batch, span)
         t0 = time.perf_counter()
         if time_target is not None:
             if devices is not None or grid is not None:
@@ -1120,7 +1159,7 @@ def frontier(
                 cl,
                 target,
                 memory_limit=mem_limit,
-                microbatches=microbatches,
+                microbatches=microbatches_,
                 epsilon=epsilon,
                 dtype=dtype or "bf16",
             )
@@ -1141,7 +1180,7 @@ def frontier(
                 graph,
                 cl,
                 devices=count,
-                microbatches=microbatches,
+                microbatches=microbatches_,
                 epsilon=epsilon,
                 mesh=grid,
                 dtype=dtype or "bf16",

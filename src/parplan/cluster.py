@@ -55,7 +55,7 @@ class DeviceSpec:
         for dtype, flops in self.peak_flops:
             if dtype not in DTYPES:
                 raise InvalidInputError(
-                    f"{where}.peak_flops.{dtype}: unknown dtype; use one of {', '.join(DTYPES)}"
+                    f"{where}.peak_flops: unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}"
                 )
             if flops <= 0:
                 raise InvalidInputError(f"{where}.peak_flops.{dtype}: must be > 0, got {flops}")

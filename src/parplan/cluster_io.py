@@ -343,7 +343,7 @@ def _device(obj: object, where: str, index: int, default_node: int | None, defau
     for dtype, value in flops_map.items():
         if dtype not in DTYPES:
             raise InvalidInputError(
-                f"{where}.peak_flops.{dtype}: unknown dtype; use one of {', '.join(DTYPES)}"
+                f"{where}.peak_flops: unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}"
             )
         peak.append((dtype, _quantity(value, f"{where}.peak_flops.{dtype}", "flops")))
     return DeviceSpec(
