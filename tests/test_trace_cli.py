@@ -182,3 +182,27 @@ def test_plan_module_from_python() -> None:
     assert plan.problem.num_stages == 2
     names = [set(s.ops) for s in plan.problem.stages]
     assert any("user.inp" in n for n in names) and any("head" in n for n in names)
+
+
+def test_traced_dtype_holds_for_model_option_too(tmp_path: Path) -> None:
+    """`--model g.json` (the pipeline cut) plans an fp32 trace in fp32 as `--graph` does."""
+    out = tmp_path / "g.json"
+    assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
+    base = [
+        "plan",
+        "--model",
+        str(out),
+        "--cluster",
+        "local",
+        "--pp",
+        "2",
+        "-m",
+        "2",
+        "--time-limit",
+        "5",
+        "--json",
+    ]
+    default, explicit = runner.invoke(app, base), runner.invoke(app, [*base, "--dtype", "fp32"])
+    assert default.exit_code == explicit.exit_code == 0, default.output
+    key = "peak_memory_per_device"
+    assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]

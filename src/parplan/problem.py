@@ -410,6 +410,10 @@ def _at(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
 
 
+#: Field types in the words of an error message ("must be a number", not "must be int/float").
+_KIND_WORDS = {int: "an integer", float: "a number", str: "a string", list: "a list", dict: "an object"}
+
+
 def _get(obj: object, key: str, where: str, kind: type | tuple[type, ...], default: object = ...) -> object:
     if not isinstance(obj, dict):
         raise InvalidInputError(f"{where or 'problem'}: must be an object")
@@ -421,14 +425,7 @@ def _get(obj: object, key: str, where: str, kind: type | tuple[type, ...], defau
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if value is not None and not isinstance(value, kind):
-        names = {
-            "int": "an integer",
-            "float": "a number",
-            "str": "a string",
-            "list": "a list",
-            "dict": "an object",
-        }
-        want = "a number" if kind == (int, float) else names.get(getattr(kind, "__name__", ""), str(kind))
+        want = "a number" if kind == (int, float) else _KIND_WORDS.get(kind, str(kind))  # type: ignore[arg-type]
         raise InvalidInputError(f"{_at(where, key)}: must be {want}, got {value!r}")
     return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from typing import Any
 
 from parplan.errors import InvalidInputError
 from parplan.problem import PipelineProblem
@@ -184,6 +185,21 @@ def check_num_layers(num_layers: int | None) -> None:
         )
 
 
+def planning_dtype(given: str | None, graph: Any, source: object, *, default: str | None = None) -> str:
+    """The dtype a graph is planned in: ``--dtype``, else ``default`` (a profile's), else the dtype the
+    graph records (a trace's byte counts hold for it only), else bf16. A ``--dtype`` that differs
+    from the recorded one is refused: the bytes would be counted in the wrong width."""
+    recorded = graph.meta_dict.get("dtype")
+    recorded = recorded if isinstance(recorded, str) else None
+    if given is not None and recorded is not None and given != recorded:
+        how = "traced" if graph.meta_dict.get("traced") else "built"
+        raise InvalidInputError(
+            f"--dtype {given}: {source} was {how} in {recorded} (its byte counts are {recorded}); "
+            f"drop --dtype, or {'re-trace' if how == 'traced' else 'rebuild'} it in {given}"
+        )
+    return given or default or recorded or "bf16"
+
+
 def _model(spec: ProblemSpec) -> PipelineProblem:
     from parplan.cluster_io import load_cluster
     from parplan.cost.pipeline import model_problem
@@ -212,7 +228,7 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
         microbatches=spec.microbatches,
         chunks=spec.chunks or (2 if spec.placement in ("interleaved", "v", "bidirectional") else 1),
         placement=spec.placement or "linear",
-        dtype=dtype or "bf16",
+        dtype=planning_dtype(spec.dtype, graph, spec.model, default=dtype),
         profile=profile,
         memory_limit=spec.memory_limit,
     )
@@ -242,18 +258,12 @@ def _graph(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError(
             "--graph: also give --cluster NAME|FILE (the devices it runs on; see `parplan clusters`)"
         )
-    traced = graph.meta_dict.get("dtype")  # byte counts of a traced graph hold for its dtype only
-    if spec.dtype is not None and isinstance(traced, str) and spec.dtype != traced:
-        raise InvalidInputError(
-            f"--dtype {spec.dtype}: {spec.graph} was traced in {traced} (its byte counts are {traced}); "
-            f"drop --dtype, or re-trace with the module in {spec.dtype}"
-        )
     return graph_problem(
         graph,
         devices=spec.devices,
         microbatches=spec.microbatches or 1,
         cluster=spec.cluster,
-        dtype=spec.dtype or (traced if isinstance(traced, str) else "bf16"),
+        dtype=planning_dtype(spec.dtype, graph, spec.graph),
         groups=spec.groups,
         memory_limit=spec.memory_limit,
     )

@@ -192,7 +192,6 @@ def plan_module(
         load_cluster(cluster),
         pp=pp,
         microbatches=microbatches,
-        chunks=2 if placement in ("interleaved", "v", "bidirectional") else 1,
         placement=placement,
         dtype=param_dtype(module),
         memory_limit=memory_limit,
