@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,28 +70,31 @@ def test_bad_factories_are_one_clear_message(tmp_path: Path, source: str, needle
     assert not (tmp_path / "g.json").exists()
 
 
+_WAYS = {
+    "--graph": ["--graph", "{g}", "--devices", "2"],  # merged op groups, free placement
+    "--model": ["--model", "{g}", "--pp", "2", "-m", "2"],  # the pipeline cut
+}
+
+
+def _plan_traced(tmp_path: Path, way: str, *extra: str) -> Any:
+    """Trace the example, then plan it the given way with ``extra`` options (--json)."""
+    out = tmp_path / "g.json"
+    if not out.exists():
+        assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
+    args = [a.format(g=out) for a in _WAYS[way]]
+    return runner.invoke(app, ["plan", *args, "--cluster", "local", "--time-limit", "5", "--json", *extra])
+
+
 def test_traced_dtype_is_the_default_and_a_mismatch_is_refused(tmp_path: Path) -> None:
     """An fp32 trace planned at bf16 counted its parameters in the wrong width; now fp32 is the default."""
-    out = tmp_path / "g.json"
-    assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
-    base = [
-        "plan",
-        "--graph",
-        str(out),
-        "--cluster",
-        "local",
-        "--devices",
-        "2",
-        "--time-limit",
-        "5",
-        "--json",
-    ]
-    default = runner.invoke(app, base)
-    explicit = runner.invoke(app, [*base, "--dtype", "fp32"])
+    default, explicit = (
+        _plan_traced(tmp_path, "--graph"),
+        _plan_traced(tmp_path, "--graph", "--dtype", "fp32"),
+    )
     assert default.exit_code == explicit.exit_code == 0, default.output
     key = "peak_memory_per_device"
     assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
-    bad = runner.invoke(app, [*base, "--dtype", "bf16"])
+    bad = _plan_traced(tmp_path, "--graph", "--dtype", "bf16")
     assert bad.exit_code == 2
     assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]
 
@@ -186,23 +190,10 @@ def test_plan_module_from_python() -> None:
 
 def test_traced_dtype_holds_for_model_option_too(tmp_path: Path) -> None:
     """`--model g.json` (the pipeline cut) plans an fp32 trace in fp32 as `--graph` does."""
-    out = tmp_path / "g.json"
-    assert runner.invoke(app, ["trace", f"{EXAMPLE}:build", "-o", str(out)]).exit_code == 0
-    base = [
-        "plan",
-        "--model",
-        str(out),
-        "--cluster",
-        "local",
-        "--pp",
-        "2",
-        "-m",
-        "2",
-        "--time-limit",
-        "5",
-        "--json",
-    ]
-    default, explicit = runner.invoke(app, base), runner.invoke(app, [*base, "--dtype", "fp32"])
+    default, explicit = (
+        _plan_traced(tmp_path, "--model"),
+        _plan_traced(tmp_path, "--model", "--dtype", "fp32"),
+    )
     assert default.exit_code == explicit.exit_code == 0, default.output
     key = "peak_memory_per_device"
     assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
