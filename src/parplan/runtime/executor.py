@@ -55,8 +55,16 @@ class ModelSpec:
     seq_len: int | None = None
     num_layers: int | None = None
     image_size: int | None = None
+    #: A traced user module (``parplan trace``): its file and factory, instead of a zoo twin.
+    module: str | None = None
+    factory: str | None = None
 
-    def build(self, seed: int = 0) -> tuple[OpGraphModel, Any]:
+    def build(self, seed: int = 0) -> tuple[Any, Any]:
+        """The torch model (an OpGraphModel, or a TracedModel for a user module) and its graph."""
+        if self.module is not None:
+            from parplan.runtime.traced import build_traced_model
+
+            return build_traced_model(self.module, self.factory or "", name=self.name, seed=seed)
         return build_torch_model(
             self.name,
             microbatch_size=self.microbatch_size,
@@ -73,6 +81,8 @@ class ModelSpec:
             "seq_len": self.seq_len,
             "num_layers": self.num_layers,
             "image_size": self.image_size,
+            "module": self.module,
+            "factory": self.factory,
         }
 
 
@@ -101,10 +111,12 @@ def model_spec_of(plan: Plan, model: str | None = None, **options: Any) -> Model
             f"plan {plan.name!r}: says nothing about the model it runs; pass the model "
             f"(one of {', '.join(TORCH_MODELS)}) and its options, or make the plan with --model"
         )
+    if meta.get("traced") and meta.get("module") and meta.get("factory") and model in (None, name):
+        return _traced_spec(plan, name, str(meta["module"]), str(meta["factory"]))
     if name not in TORCH_MODELS:
         raise InvalidInputError(
             f"plan {plan.name!r}: model {name!r} has no torch implementation; models that run: "
-            f"{', '.join(TORCH_MODELS)}"
+            f"{', '.join(TORCH_MODELS)}, and modules traced with `parplan trace FILE.py:FACTORY`"
         )
     for k, v in options.items():
         if v is not None:
@@ -116,6 +128,18 @@ def model_spec_of(plan: Plan, model: str | None = None, **options: Any) -> Model
         num_layers=meta.get("num_layers"),
         image_size=meta.get("image_size") if name == "multimodal-small" else None,
     )
+
+
+def _traced_spec(plan: Plan, name: str, module: str, factory: str) -> ModelSpec:
+    """The spec of a plan made from a ``parplan trace`` graph: the recorded file and factory."""
+    import os
+
+    if not os.path.isfile(module):
+        raise InvalidInputError(
+            f"plan {plan.name!r}: was traced from {module}:{factory}, and {module} is not there any more; "
+            "put the file back, or trace the module again and re-plan"
+        )
+    return ModelSpec(name=name, module=module, factory=factory)
 
 
 # ------------------------------------------------------------------------------------ routing
@@ -401,11 +425,8 @@ class DeviceExecutor:
         self.order: tuple[Action, ...] = plan.schedule.orders[device]
         self.stage_ops = {s.index: s.ops for s in problem.stages}
         self.my_ops = sorted({o for s in problem.stages if s.device == device for o in s.ops})
-        self.params = {
-            n: p
-            for n, p in model.named_parameters()
-            if n.split(".")[1] in {o.replace(".", "__") for o in self.my_ops}
-        }
+        mine = {id(p) for o in self.my_ops for p in model.op_params(o)}
+        self.params = {n: p for n, p in model.named_parameters() if id(p) in mine}
         self.weighted = {o for o in model.graph.index if model.op_params(o)}
         self.batches = [
             {k: v.to(torch_device) for k, v in model.make_batch(m, seed).items()}
@@ -470,7 +491,8 @@ class DeviceExecutor:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             values = self.model.run_ops(self.stage_ops[stage], leaves, self.batches[mb])
-        loss = values.get("loss") if "loss" in self.stage_ops[stage] else None
+        loss_name = self.model.loss_name
+        loss = values.get(loss_name) if loss_name in self.stage_ops[stage] else None
         if loss is not None:
             self.losses[mb] = float(loss.detach())  # type: ignore[union-attr]
         ctx = _Ctx(leaves=leaves, values=values, loss=loss, saved_bytes=sum(saved.values()))  # type: ignore[arg-type]

@@ -255,9 +255,14 @@ def _check_options(plan: Plan, backend: str, engine: str, steps: int, timeout_s:
 def _choose_engine(plan: Plan, engine: str, model: Any) -> str:
     if engine in ("parplan", "auto"):
         return "parplan"
+    from parplan.runtime.modules import OpGraphModel
     from parplan.runtime.pipelining_adapter import pipelining_unsupported
 
-    reason = pipelining_unsupported(plan, model)
+    reason = (
+        pipelining_unsupported(plan, model)
+        if isinstance(model, OpGraphModel)
+        else "a traced module runs on parplan's executor only"
+    )
     if reason is None:
         return "pipelining"
     if engine == "pipelining":

@@ -270,6 +270,9 @@ class OpGraphModel(nn.Module):
         self.data_spec = dict(data_spec)
         self.ops = nn.ModuleDict({_key(op.name): ops[op.name] for op in graph.ops})
 
+    #: The op whose output is the micro-batch's loss.
+    loss_name = "loss"
+
     def op(self, name: str) -> OpModule:
         """The module of op ``name``."""
         return self.ops[_key(name)]  # type: ignore[return-value]

@@ -145,14 +145,7 @@ def trace_module(
     InvalidInputError
         When fx cannot trace the module (the message carries fx's reason).
     """
-    try:
-        graph = _Tracer(tuple(leaf_modules)).trace(module)
-    except Exception as exc:  # fx raises many error types; report its reason
-        raise InvalidInputError(
-            f"trace: torch.fx cannot trace {type(module).__name__} ({type(exc).__name__}: {exc}); "
-            "mark the offending submodule as a leaf with leaf_modules=(...)"
-        ) from None
-    gm = fx.GraphModule(module, graph)
+    gm = fx_graph_module(module, leaf_modules)
     modules = dict(gm.named_modules())
     env: dict[fx.Node, Any] = {}
     placeholders = iter(example_inputs)
@@ -198,14 +191,12 @@ def trace_module(
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
             if node.op == "get_attr":
-                env[node] = _fetch(gm, str(node.target))
+                env[node] = fetch(gm, str(node.target))
                 producer[node] = None
                 continue
-            fn = _callable(gm, modules, node)
+            fn = callable_of(gm, modules, node)
             env[node] = fn(*args, **kwargs)
-            folded = (node.op == "call_function" and node.target in _FOLDED) or (
-                node.op == "call_method" and node.target in _FOLDED_METHODS
-            )
+            folded = is_folded(node)
             ins = arg_nodes(node)
             if folded:
                 producer[node] = ins[0] if ins else None
@@ -241,6 +232,25 @@ def trace_module(
     )
 
 
+def is_folded(node: fx.Node) -> bool:
+    """Whether ``node`` is folded into the node it reads (indexing, attributes) instead of an op."""
+    return (node.op == "call_function" and node.target in _FOLDED) or (
+        node.op == "call_method" and node.target in _FOLDED_METHODS
+    )
+
+
+def fx_graph_module(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...] = ()) -> fx.GraphModule:
+    """``module`` traced by the same tracer as :func:`trace_module` (same nodes, same op order)."""
+    try:
+        graph = _Tracer(tuple(leaf_modules)).trace(module)
+    except Exception as exc:  # fx raises many error types; report its reason
+        raise InvalidInputError(
+            f"trace: torch.fx cannot trace {type(module).__name__} ({type(exc).__name__}: {exc}); "
+            "mark the offending submodule as a leaf with leaf_modules=(...)"
+        ) from None
+    return fx.GraphModule(module, graph)
+
+
 def _block_of(node: fx.Node, blocks: dict[str, int]) -> int | None:
     """The layer number of the repeated block ``node`` runs in, or None outside any block.
 
@@ -261,14 +271,14 @@ def _block_of(node: fx.Node, blocks: dict[str, int]) -> int | None:
     return None
 
 
-def _fetch(gm: fx.GraphModule, target: str) -> Any:
+def fetch(gm: fx.GraphModule, target: str) -> Any:
     obj: Any = gm
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _callable(gm: fx.GraphModule, modules: Mapping[str, nn.Module], node: fx.Node) -> Any:
+def callable_of(gm: fx.GraphModule, modules: Mapping[str, nn.Module], node: fx.Node) -> Any:
     if node.op == "call_module":
         return modules[str(node.target)]
     if node.op == "call_function":
@@ -285,7 +295,7 @@ def _params_of(
     out = []
     for n in ins:
         if n.op == "get_attr":
-            value = _fetch(gm, str(n.target))
+            value = fetch(gm, str(n.target))
             if isinstance(value, nn.Parameter) and value.requires_grad:
                 out.append(value)
     return out
