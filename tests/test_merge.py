@@ -89,3 +89,13 @@ def test_bad_options() -> None:
         graph_problem(g, devices=2, groups=9)
     with pytest.raises(InvalidInputError, match="--devices"):
         graph_problem(g, devices=0)
+
+
+def test_group_names_come_from_module_paths() -> None:
+    from parplan.merge import group_label
+
+    assert group_label(["user.layers.0.0", "user.layers.0.1", "add"]) == "user.layers.0"
+    assert group_label(["user.inp", "item.inp"]) == "user+item"  # a group across branches says so
+    assert group_label([f"layer{i}.ln1" for i in range(8)]) == "layer0..layer7"
+    assert group_label(["add", "cat"]) == "add.."  # fx-made names only
+    assert group_label(["head"]) == "head"

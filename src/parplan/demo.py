@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"frontier: llama-7b on 8 x H100, 4 micro-batches of 8 ({time.perf_counter() - t0:.1f} s): "
         f"{len(f.points)} Pareto points from {fast.family} ({fast.time_s * 1e3:.0f} ms, "
-        f"{fast.memory_bytes / 1e9:.1f} GB) to {lean.family} ({lean.time_s * 1e3:.0f} ms, "
-        f"{lean.memory_bytes / 1e9:.1f} GB); fastest under 40 GB: {chosen.family}",
+        f"{fast.memory_bytes / 2**30:.1f} GiB) to {lean.family} ({lean.time_s * 1e3:.0f} ms, "
+        f"{lean.memory_bytes / 2**30:.1f} GiB); fastest under 40 GB: {chosen.family}",
         highlight=False,
     )
     console.print(f"[green]demo done in {time.perf_counter() - t_start:.0f} s[/]; pictures in {out}/")

@@ -29,6 +29,25 @@ from parplan.graph.ops import OpGraph
 from parplan.problem import Device, Microbatch, PipelineProblem, StageEdge
 
 
+def group_label(names: Sequence[str]) -> str:
+    """A group's name from its ops' module paths: their common prefix (``user.layers.0``), else the
+    top-level modules it spans (``user+item``), else its first op (``add_3..``) for fx-made names."""
+    if len(names) == 1:
+        return names[0]
+    paths = [n.split(".") for n in names if "." in n]
+    if not paths:
+        return f"{names[0]}.."
+    common: list[str] = []
+    for parts in zip(*paths, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    if common:
+        return ".".join(common)
+    tops = list(dict.fromkeys(p[0] for p in paths))
+    return "+".join(tops) if len(tops) <= 3 else f"{tops[0]}..{tops[-1]}"
+
+
 def locality_order(graph: OpGraph) -> tuple[int, ...]:
     """A topological order that keeps each op's ready successors right after it (DFS-like Kahn)."""
     indeg = [len(p) for p in graph.preds]
@@ -150,9 +169,7 @@ def graph_problem(
             model,
             index=g,
             device=None,
-            name=f"g{g}[{graph.ops[part[0]].name}..]"
-            if len(part) > 1
-            else f"g{g}[{graph.ops[part[0]].name}]",
+            name=f"g{g}[{group_label([graph.ops[i].name for i in part])}]",
             num_devices=devices if hetero else 0,
             split_backward=split_backward,
             dtype=dtype,

@@ -102,7 +102,7 @@ def fewest_devices(
     done = ", ".join(f"{k}: {t:.4g} s" for k, _, t in tried)
     raise InfeasibleError(
         f"fewest_devices: no device count of cluster {cluster.name!r} meets {time_target_s:.4g} s per "
-        f"iteration under {limit / 1e9:.3g} GB per device (best per count: {done}); relax the target or "
+        f"iteration under {limit / 2**30:.3g} GiB per device (best per count: {done}); relax the target or "
         "use a larger cluster"
     )
 

@@ -130,8 +130,8 @@ class Frontier:
                 return p
         raise InfeasibleError(
             f"frontier of {self.graph_name!r} on {self.devices} devices: the leanest strategy needs "
-            f"{self.points[-1].memory_bytes / 1e9:.3g} GB per device, more than the limit "
-            f"{memory_bytes / 1e9:.3g} GB; add devices or micro-batches, or shrink the model"
+            f"{self.points[-1].memory_bytes / 2**30:.3g} GiB per device, more than the limit "
+            f"{memory_bytes / 2**30:.3g} GiB; add devices or micro-batches, or shrink the model"
         )
 
     def least_memory_under(self, time_s: float) -> FrontierPoint:

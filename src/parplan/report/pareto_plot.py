@@ -75,17 +75,17 @@ def write_pareto_plot(
             chosen = None
 
     pts = frontier.points
-    mem_gb = [p.memory_bytes / 1e9 for p in pts]
+    mem_gib = [p.memory_bytes / 2**30 for p in pts]
     time_ms = [p.time_s * 1e3 for p in pts]
     # log axes only when the data spans more than a decade (else they hide the shape)
-    log_x = max(mem_gb) / max(min(mem_gb), 1e-12) > 10
+    log_x = max(mem_gib) / max(min(mem_gib), 1e-12) > 10
     log_y = max(time_ms) / max(min(time_ms), 1e-12) > 10
 
     fig, ax = plt.subplots(figsize=(7.5, 5.0), dpi=130)
     # the frontier as a staircase: each point rules the region to its upper right
-    order = sorted(range(len(pts)), key=lambda i: mem_gb[i])
+    order = sorted(range(len(pts)), key=lambda i: mem_gib[i])
     ax.step(
-        [mem_gb[i] for i in order],
+        [mem_gib[i] for i in order],
         [time_ms[i] for i in order],
         where="post",
         color="0.75",
@@ -104,7 +104,7 @@ def write_pareto_plot(
             if not sel:
                 continue
             ax.scatter(
-                [mem_gb[i] for i in sel],
+                [mem_gib[i] for i in sel],
                 [time_ms[i] for i in sel],
                 s=36,
                 color="white" if rc else color,
@@ -118,7 +118,7 @@ def write_pareto_plot(
     for i, ha in ((0, "right"), (len(pts) - 1, "left")):
         ax.annotate(
             pts[i].family,
-            (mem_gb[i], time_ms[i]),
+            (mem_gib[i], time_ms[i]),
             textcoords="offset points",
             xytext=(-8 if ha == "right" else 8, 6),
             ha=ha,
@@ -127,7 +127,7 @@ def write_pareto_plot(
         )
     if chosen is not None:
         ax.scatter(
-            [chosen.memory_bytes / 1e9],
+            [chosen.memory_bytes / 2**30],
             [chosen.time_s * 1e3],
             s=220,
             facecolors="none",
@@ -137,11 +137,11 @@ def write_pareto_plot(
             label=f"chosen: {chosen.family}",
         )
     if memory_limit is not None:
-        lim = memory_limit / 1e9
+        lim = memory_limit / 2**30
         ax.axvline(lim, color="crimson", linestyle="--", linewidth=1.2, zorder=2)
-        ax.axvspan(lim, max(max(mem_gb), lim) * 1.05, color="crimson", alpha=0.06, zorder=0)
+        ax.axvspan(lim, max(max(mem_gib), lim) * 1.05, color="crimson", alpha=0.06, zorder=0)
         ax.annotate(
-            f"memory limit {lim:.3g} GB",
+            f"memory limit {lim:.3g} GiB",
             (lim, 0.5),
             xycoords=("data", "axes fraction"),
             xytext=(-3, 0),
@@ -159,7 +159,7 @@ def write_pareto_plot(
     tick = FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
     ax.xaxis.set_major_formatter(tick)
     ax.yaxis.set_major_formatter(tick)
-    ax.set_xlabel("memory per device (GB)")
+    ax.set_xlabel("memory per device (GiB)")
     ax.set_ylabel("iteration time (ms)")
     mesh = f", mesh {'x'.join(map(str, frontier.mesh))}" if frontier.mesh else ""
     ax.set_title(
