@@ -197,3 +197,6 @@ def test_traced_dtype_holds_for_model_option_too(tmp_path: Path) -> None:
     assert default.exit_code == explicit.exit_code == 0, default.output
     key = "peak_memory_per_device"
     assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
+    bad = _plan_traced(tmp_path, "--model", "--dtype", "bf16")
+    assert bad.exit_code == 2
+    assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]  # the same words as --graph

@@ -1135,6 +1135,13 @@ def resolve_model(spec: str, **options: Any) -> OpGraph:
         for k, v in options.items():
             if v is None or meta.get(k, defaults.get(k)) == v:
                 continue
+            if k == "dtype":  # the same words as spec.planning_dtype, for --model and --graph alike
+                how = "traced" if meta.get("traced") else "built"
+                was = meta.get("dtype", defaults["dtype"])
+                raise InvalidInputError(
+                    f"--dtype {v}: {spec} was {how} in {was} (its byte counts are {was}); "
+                    f"drop --dtype, or {'re-trace' if how == 'traced' else 'rebuild'} it in {v}"
+                )
             raise InvalidInputError(
                 f"{k}: cannot apply {k}={v!r} to the graph file {spec} (its costs are fixed"
                 f"{'; it was built with ' + k + '=' + repr(meta[k]) if k in meta else ''}); "
