@@ -106,7 +106,10 @@ MODEL = ["--model", "gpt-tiny", "--pp", "2", "-m", "2", "--schedules", "1f1b"]
 JSON_READERS: dict[str, tuple[Any, list[str]]] = {
     "plan": (_plan_doc(), ["check", "{f}"]),
     "problem": (_problem_doc(), ["compare", "--problem", "{f}", "--schedules", "1f1b"]),
-    "graph": (GRAPH, ["compare", "--graph", "{f}", "--devices", "2", "--cluster", "8xh100", "--schedules", "1f1b"]),
+    "graph": (
+        GRAPH,
+        ["compare", "--graph", "{f}", "--devices", "2", "--cluster", "8xh100", "--schedules", "1f1b"],
+    ),
     "cluster": (_cluster_doc(), ["compare", *MODEL, "--cluster", "{f}"]),
     "profile": (PROFILE, ["compare", *MODEL, "--cluster", "local", "--profile", "{f}"]),
 }

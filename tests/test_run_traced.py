@@ -112,3 +112,12 @@ def test_run_a_traced_language_model_with_token_inputs(tmp_path: Path) -> None:
     r = runner.invoke(app, ["run", str(plan)])
     assert r.exit_code == 2
     assert "lm.py is not there any more" in r.output and "Traceback" not in r.output
+
+
+def test_tied_weights_across_devices_are_refused(tmp_path: Path) -> None:
+    tied = LM.replace("return self.out(h)", "return nn.functional.linear(h, self.emb.weight)")
+    (tmp_path / "tied.py").write_text(tied)
+    plan = _trace_and_plan(tmp_path, f"{tmp_path / 'tied.py'}:build", pp=2, microbatches=2)
+    r = runner.invoke(app, ["run", str(plan)])
+    assert r.exit_code == 2, r.output
+    assert "share a parameter (tied weights)" in r.output and "Traceback" not in r.output

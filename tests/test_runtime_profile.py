@@ -75,7 +75,19 @@ def test_the_hint_printed_by_profile_works_when_followed(tmp_path) -> None:
     r = runner.invoke(app, ["profile", "--model", "gpt-tiny", "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert f"--cluster local --profile {out}" in " ".join(r.output.split())  # rich may wrap it
-    plan = ["plan", "--model", "gpt-tiny", "--cluster", "local", "--profile", str(out), "--pp", "2", "-m", "4"]
+    plan = [
+        "plan",
+        "--model",
+        "gpt-tiny",
+        "--cluster",
+        "local",
+        "--profile",
+        str(out),
+        "--pp",
+        "2",
+        "-m",
+        "4",
+    ]
     r = runner.invoke(app, [*plan, "--time-limit", "5", "--json"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, [*plan, "--dtype", "bf16"])

@@ -155,6 +155,25 @@ class StageIO:
     outputs: tuple[tuple[str, int], ...]
 
 
+def _check_no_shared_params(model: Any, plan: Plan) -> None:
+    """A parameter read by two ops on different devices (tied weights) would get two gradients."""
+    devices_of: dict[str, set[int]] = defaultdict(set)
+    for stage in plan.problem.stages:
+        for o in stage.ops:
+            devices_of[o].add(stage.device if stage.device is not None else -1)
+    users: dict[int, list[str]] = defaultdict(list)
+    for op in model.graph.ops:
+        for p in model.op_params(op.name):
+            users[id(p)].append(op.name)
+    for ops in users.values():
+        if len(ops) > 1 and len({d for o in ops for d in devices_of[o]}) > 1:
+            raise InvalidInputError(
+                f"plan {plan.name!r}: ops {ops[0]!r} and {ops[1]!r} share a parameter (tied weights) "
+                "but run on different devices, which this runtime does not support; untie the weights, "
+                "or plan so that both ops share a stage"
+            )
+
+
 def stage_io(model: OpGraphModel, plan: Plan) -> dict[tuple[int, int], StageIO]:
     """(stage, micro-batch) -> its transfers, checking that the plan's stages cover the model.
 
@@ -177,6 +196,7 @@ def stage_io(model: OpGraphModel, plan: Plan) -> dict[tuple[int, int], StageIO]:
                 f"plan.stages[{stage.index}].ops: {unknown[:3]} are not ops of model {graph.name!r}; "
                 "the plan was made for another model or options"
             )
+    _check_no_shared_params(model, plan)
     out: dict[tuple[int, int], StageIO] = {}
     routes: dict[tuple[int, ...], dict[int, StageIO]] = {}
     for mb in problem.microbatches:
