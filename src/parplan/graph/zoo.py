@@ -55,8 +55,8 @@ Cost conventions
 * Stored activations follow Korthikanti et al. 2022 ("Reducing activation recomputation in large
   transformer models"): with 16-bit activations and dropout a GPT layer stores s b h (34 + 5 a s / h)
   bytes, split over the operators that keep them (dropout masks are 1 byte per element). Models
-  marked ``flash_attention`` keep Q, K, V, the output and the softmax statistics instead of the
-  s x s score matrices. Norm, activation and loss FLOPs are small per-element estimates.
+  marked ``flash_attention`` keep Q, K, V and the softmax statistics instead of the s x s score
+  matrices (the output, which the backward needs too, is the stored input of ``attn.out``). Norm, activation and loss FLOPs are small per-element estimates.
 * Parameters, activations and edges use ``dtype``'s size; token ids are int64; loss logits fp32.
 """
 
@@ -346,7 +346,9 @@ def _layer(
     att = 2 * b * seq * seq * a * (dqk + dv)
     scores = a * seq * seq * b
     if cfg.flash_attention:
-        core_act = T * (kv_dims + a * dv) * d + b * a * seq * 4  # Q, K, V, output, fp32 logsumexp
+        # Q, K, V and the fp32 logsumexp; the output it also needs is attn.out's stored input (the
+        # same tensor, counted there once).
+        core_act = T * kv_dims * d + b * a * seq * 4
         core_traffic = T * (kv_dims + a * dv) * d
     else:
         # Korthikanti: softmax output (d) [+ dropout mask (1) + dropout output (d)] per score.
