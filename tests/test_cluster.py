@@ -36,7 +36,8 @@ def test_h100_preset_numbers():
     assert d.flops("fp8") == 1979e12
     assert d.flops("tf32") == 494e12
     assert d.flops("fp32") == 67e12
-    assert d.memory_bytes == 80e9 and d.memory_bandwidth_Bps == 3.35e12
+    # an 80GB part holds 81,559 MiB (nvidia-smi); 2 GiB stay with the CUDA context, NCCL and the allocator
+    assert d.memory_bytes == 81_559 * 2**20 - 2 * 2**30 and d.memory_bandwidth_Bps == 3.35e12
     assert c.intra_node == Link(bandwidth_Bps=450e9, latency_s=3e-6)
     assert c.inter_node == Link(bandwidth_Bps=50e9, latency_s=5e-6)
 

@@ -31,16 +31,21 @@ from parplan.inputs import read_text
 
 # --------------------------------------------------------------------------- hardware data
 # Dense (no sparsity) peak FLOP/s from the NVIDIA H100 SXM5 and A100 SXM4 80GB datasheets.
+# Memory: what an "80GB" part really holds (nvidia-smi reports 81,559 MiB on both) less a runtime
+# reserve for the CUDA context, NCCL's buffers and allocator fragmentation, so a plan's peak is
+# compared with what the allocator can hand out (77.6 GiB), not with 80e9 bytes.
+HBM_80GB_BYTES = 81_559 * 2**20
+RUNTIME_RESERVE_BYTES = 2 * 2**30
 _H100 = {
     "kind": "h100",
     "peak_flops": {"fp8": 1979e12, "bf16": 989e12, "fp16": 989e12, "tf32": 494e12, "fp32": 67e12},
-    "memory_bytes": 80e9,
+    "memory_bytes": float(HBM_80GB_BYTES - RUNTIME_RESERVE_BYTES),
     "memory_bandwidth_Bps": 3.35e12,
 }
 _A100 = {
     "kind": "a100",
     "peak_flops": {"bf16": 312e12, "fp16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
-    "memory_bytes": 80e9,
+    "memory_bytes": float(HBM_80GB_BYTES - RUNTIME_RESERVE_BYTES),
     "memory_bandwidth_Bps": 2.0e12,
 }
 # Per direction: NVLink 4 (H100) 900 GB/s bidirectional, NVLink 3 (A100) 600 GB/s bidirectional;
