@@ -85,16 +85,18 @@ def _plan_traced(tmp_path: Path, way: str, *extra: str) -> Any:
     return runner.invoke(app, ["plan", *args, "--cluster", "local", "--time-limit", "5", "--json", *extra])
 
 
-def test_traced_dtype_is_the_default_and_a_mismatch_is_refused(tmp_path: Path) -> None:
-    """An fp32 trace planned at bf16 counted its parameters in the wrong width; now fp32 is the default."""
+@pytest.mark.parametrize("how", ["--graph", "--model"])
+def test_traced_dtype_is_the_default_and_a_mismatch_is_refused(tmp_path: Path, how: str) -> None:
+    """An fp32 trace planned at bf16 counted its parameters in the wrong width; now fp32 is the
+    default, and a differing --dtype is refused in the same words for --graph and --model."""
     default, explicit = (
-        _plan_traced(tmp_path, "--graph"),
-        _plan_traced(tmp_path, "--graph", "--dtype", "fp32"),
+        _plan_traced(tmp_path, how),
+        _plan_traced(tmp_path, how, "--dtype", "fp32"),
     )
     assert default.exit_code == explicit.exit_code == 0, default.output
     key = "peak_memory_per_device"
     assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
-    bad = _plan_traced(tmp_path, "--graph", "--dtype", "bf16")
+    bad = _plan_traced(tmp_path, how, "--dtype", "bf16")
     assert bad.exit_code == 2
     assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]
 
@@ -186,17 +188,3 @@ def test_plan_module_from_python() -> None:
     assert plan.problem.num_stages == 2
     names = [set(s.ops) for s in plan.problem.stages]
     assert any("user.inp" in n for n in names) and any("head" in n for n in names)
-
-
-def test_traced_dtype_holds_for_model_option_too(tmp_path: Path) -> None:
-    """`--model g.json` (the pipeline cut) plans an fp32 trace in fp32 as `--graph` does."""
-    default, explicit = (
-        _plan_traced(tmp_path, "--model"),
-        _plan_traced(tmp_path, "--model", "--dtype", "fp32"),
-    )
-    assert default.exit_code == explicit.exit_code == 0, default.output
-    key = "peak_memory_per_device"
-    assert json.loads(default.stdout)[key] == json.loads(explicit.stdout)[key]
-    bad = _plan_traced(tmp_path, "--model", "--dtype", "bf16")
-    assert bad.exit_code == 2
-    assert "traced in fp32" in json.loads(bad.stdout)["error"]["message"]  # the same words as --graph
