@@ -19,7 +19,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-SUITES = ("bench_schedules", "bench_planner", "bench_zb", "bench_merge", "bench_frontier", "bench_joint", "bench_runtime")
+SUITES = (
+    "bench_schedules",
+    "bench_planner",
+    "bench_zb",
+    "bench_merge",
+    "bench_frontier",
+    "bench_cost",
+    "bench_joint",
+    "bench_runtime",
+)
 
 
 def _sections(text: str) -> dict[str, str]:

@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from parplan.cluster import Cluster, DeviceSpec, Link
+from parplan.cluster_io import load_cluster
+from parplan.graph.zoo import build_model
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.frontier import (
     Frontier,
@@ -424,8 +426,20 @@ def test_fewest_devices_meets_the_target():
     ans = fewest_devices(g, c, (one + two) / 2, epsilon=0.0)
     assert ans.devices == 2 and ans.point.time_s <= (one + two) / 2
     assert fewest_devices(g, c, one * 1.01, epsilon=0.0).devices == 1
-    with pytest.raises(InfeasibleError, match="no device count"):
+    with pytest.raises(InfeasibleError, match="time is what fails: the fastest strategy that fits"):
         fewest_devices(g, c, two * 1e-3, epsilon=0.0)
+    with pytest.raises(InfeasibleError, match="memory is what fails, not time: no strategy on up to 4 devices"):
+        fewest_devices(g, c, one * 1.01, epsilon=0.0, memory_limit=1.0)
+
+
+def test_time_target_names_memory_when_memory_fails() -> None:
+    # issue 10: llama-70b's state (70B x 16 B) cannot fit 8 x 80 GB whatever the time target
+    g = build_model("llama-70b", num_layers=4)
+    c = load_cluster("8xh100")
+    limit = frontier(g, c, devices=8).least_memory.memory_bytes * 0.5
+    with pytest.raises(InfeasibleError, match="memory is what fails, not time") as exc:
+        fewest_devices(g, c, 1e3, memory_limit=limit)
+    assert "devices (a larger cluster)" in str(exc.value)
 
 
 def test_stage_modes_solve_a_stage_on_its_own():

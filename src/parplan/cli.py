@@ -331,7 +331,7 @@ def clusters(json_: JsonOpt = False) -> None:
     """List the cluster presets."""
 
     def body() -> None:
-        from parplan.cluster_io import cluster_to_json, list_clusters, load_cluster
+        from parplan.cluster_io import PRESET_PATTERNS, cluster_to_json, list_clusters, load_cluster
 
         rows: list[dict[str, Any]] = []
         for name, desc in list_clusters():
@@ -344,12 +344,15 @@ def clusters(json_: JsonOpt = False) -> None:
                     "cluster": cluster_to_json(c),
                 }
             )
+        patterns = [{"pattern": k, "description": v} for k, v in PRESET_PATTERNS.items()]
         if json_:
-            _emit_json({"clusters": rows})
+            _emit_json({"clusters": rows, "patterns": patterns})
             return
         t = Table("name", "devices", "description", title="cluster presets")
         for r in rows:
             t.add_row(r["name"], str(r["num_devices"]), r["description"])
+        for pat in patterns:
+            t.add_row(pat["pattern"], "-", pat["description"])
         out.print(t)
 
     _run(body)

@@ -74,10 +74,18 @@ PRESETS: dict[str, str] = {
 }
 
 _PATTERN = re.compile(r"^(?:(\d+)x)?(\d+)x(h100|a100)$")
+_DGX = re.compile(r"^dgx-(h100|a100):(\d+)$")
+
+#: Patterns of presets sized by the user, with their descriptions (for ``parplan clusters``).
+PRESET_PATTERNS: dict[str, str] = {
+    "dgx-a100:N": "N DGX A100 nodes: 8 x A100 80GB each, NVLink 300 GB/s, 8 x 200 Gb/s HDR InfiniBand",
+    "dgx-h100:N": "N DGX H100 nodes: 8 x H100 80GB each, NVLink 450 GB/s, 8 x 400 Gb/s NDR InfiniBand",
+    "NODESxCOUNTxKIND": "e.g. 4x8xh100: NODES nodes of COUNT GPUs (h100 or a100)",
+}
 
 
 def list_clusters() -> list[tuple[str, str]]:
-    """Built-in cluster presets as (name, description) pairs."""
+    """Built-in cluster presets as (name, description) pairs (sized patterns: ``PRESET_PATTERNS``)."""
     return list(PRESETS.items())
 
 
@@ -131,6 +139,12 @@ def preset_cluster(name: str) -> Cluster:
     key = name.strip().lower()
     if key == "local":
         return local_cluster()
+    dgx = _DGX.match(key)
+    if dgx is not None:
+        kind, nodes = dgx.group(1), int(dgx.group(2))
+        if nodes < 1:
+            raise InvalidInputError(f"cluster {name!r}: the node count must be >= 1")
+        return _gpu_cluster(key, kind, nodes * _GPUS_PER_NODE, _GPUS_PER_NODE)
     m = _PATTERN.match(key)
     if m is None:
         raise InvalidInputError(_unknown_message(name))
@@ -148,7 +162,7 @@ def _unknown_message(spec: str) -> str:
     hint = f"did you mean {' or '.join(close)}? " if close else ""
     return (
         f"cluster {spec!r}: not a preset nor an existing file; {hint}"
-        f"presets: {', '.join(PRESETS)} (or COUNTxh100, NODESxCOUNTxa100)"
+        f"presets: {', '.join(PRESETS)} (or COUNTxh100, NODESxCOUNTxa100, dgx-a100:NODES, dgx-h100:NODES)"
     )
 
 
@@ -168,7 +182,7 @@ def load_cluster(spec: str | Path) -> Cluster:
             raise InvalidInputError(f"cluster file {text!r}: does not exist")
         return read_cluster(path)
     key = text.strip().lower()
-    if key in PRESETS or _PATTERN.match(key) or not path.is_file():  # a preset name wins over a file
+    if key in PRESETS or _PATTERN.match(key) or _DGX.match(key) or not path.is_file():  # a preset name wins over a file
         return preset_cluster(text)
     return read_cluster(path)
 

@@ -85,9 +85,16 @@ def fewest_devices(
         else [k for k in range(1, cluster.num_devices + 1) if cluster.num_devices % k == 0]
     )
     tried: list[tuple[int, tuple[int, ...] | None, float]] = []
+    least: dict[int, FrontierPoint] = {}
+    fitting: dict[int, FrontierPoint] = {}
     for k in counts:
         # mesh=None searches every data x model grid of k devices at once (a superset of each shape)
         f = frontier(graph, cluster, devices=k, microbatches=microbatches, epsilon=epsilon, dtype=dtype)
+        least[k] = f.least_memory
+        try:
+            fitting[k] = f.fastest_under(limit)
+        except InfeasibleError:
+            pass
         try:
             p = f.least_memory_under(time_target_s)
         except InfeasibleError:
@@ -99,11 +106,35 @@ def fewest_devices(
         p = f.fastest_under(limit)
         tried.append((k, dominant_grid(p), p.time_s))
         return DeviceChoice(devices=k, mesh=dominant_grid(p), point=p, frontier=f, tried=tuple(tried))
-    done = ", ".join(f"{k}: {t:.4g} s" for k, _, t in tried)
-    raise InfeasibleError(
-        f"fewest_devices: no device count of cluster {cluster.name!r} meets {time_target_s:.4g} s per "
-        f"iteration under {limit / 2**30:.3g} GiB per device (best per count: {done}); relax the target or "
-        "use a larger cluster"
+    raise InfeasibleError(_why_no_count(cluster, time_target_s, limit, least, fitting))
+
+
+def _why_no_count(
+    cluster: Cluster,
+    target_s: float,
+    limit: float,
+    least: dict[int, FrontierPoint],
+    fitting: dict[int, FrontierPoint],
+) -> str:
+    """Name the constraint that fails (memory or time) and the smallest change that works."""
+    gib = 2**30
+    top = max(least)
+    head = f"--time-target {target_s:.4g} s on cluster {cluster.name!r}: "
+    if not fitting:
+        need = least[top].memory_bytes
+        more = int(-(-top * need // limit))  # devices if memory fell linearly with the count
+        return (
+            head + f"memory is what fails, not time: no strategy on up to {top} devices fits "
+            f"{limit / gib:.3g} GiB per device (the least memory, on {top} devices, is "
+            f"{need / gib:.3g} GiB: {least[top].family}). Smallest changes: about {more} devices "
+            "(a larger cluster), layer checkpointing (--checkpointing with --devices), or a smaller --microbatch-size"
+        )
+    best_k = min(fitting, key=lambda k: fitting[k].time_s)
+    best = fitting[best_k]
+    return (
+        head + f"time is what fails: the fastest strategy that fits {limit / gib:.3g} GiB per device takes "
+        f"{best.time_s:.4g} s on {best_k} devices ({best.family}), {best.time_s / target_s:.2f}x the target. "
+        f"Smallest changes: a target of {best.time_s:.4g} s or more, or a larger cluster"
     )
 
 

@@ -295,8 +295,13 @@ def _layer(
     seq: int,
     layer: int,
     moe: bool,
+    causal: bool = True,
 ) -> str:
-    """One transformer block; returns the name of its output (``{prefix}.mlp.add``)."""
+    """One transformer block; returns the name of its output (``{prefix}.mlp.add``).
+
+    ``causal`` marks decoder self-attention (a causal mask: a fused kernel skips the masked half);
+    the FLOPs recorded stay the full square, as published MFU figures count them.
+    """
     b, d = g.b, g.d
     T = b * seq
     h, a = cfg.hidden, cfg.heads
@@ -353,7 +358,9 @@ def _layer(
     else:
         # Korthikanti: softmax output (d) [+ dropout mask (1) + dropout output (d)] per score.
         core_act = T * kv_dims * d + scores * ((2 * d + 1) if cfg.dropout else d)
-        core_traffic = T * (kv_dims + a * dv) * d + 2 * scores * d
+        # the softmax reads and writes every score; attention dropout reads them again and writes
+        # its output and a 1-byte mask (Megatron fuses scale, mask and softmax, not the dropout)
+        core_traffic = T * (kv_dims + a * dv) * d + scores * ((4 * d + 1) if cfg.dropout else 2 * d)
     g.add(
         f"{p}.attn.core",
         "attention",
@@ -365,7 +372,15 @@ def _layer(
         act_bytes=core_act,
         out_bytes=T * a * dv * d,
         layer=layer,
-        attrs=make_attrs(batch=b, seq=seq, heads=a, head_dim=dqk, kv_heads=kv if cfg.mla is None else a),
+        attrs=make_attrs(
+            batch=b,
+            seq=seq,
+            heads=a,
+            head_dim=dqk,
+            kv_heads=kv if cfg.mla is None else a,
+            causal=True if causal else None,
+            flash=True if cfg.flash_attention else None,
+        ),
     )
     g.linear(
         f"{p}.attn.out",
@@ -570,7 +585,7 @@ def _build_mm(
     x = "vision.patch_embed"
     block = 0
     for j in range(v.num_layers):
-        x = _layer(g, v, prefix=f"vision.layer{j}", x=x, seq=P, layer=block, moe=False)
+        x = _layer(g, v, prefix=f"vision.layer{j}", x=x, seq=P, layer=block, moe=False, causal=False)
         block += 1
     g.norm("vision.ln_f", (x,), tokens=b * P, h=hv, layer=None, gamma_beta=v.layernorm)
     g.linear(

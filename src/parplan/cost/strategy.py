@@ -1,0 +1,615 @@
+"""Step time, memory and MFU of one whole-model strategy (pp x dp x tp, ZeRO, recompute) on a cluster.
+
+This is the strategy-level estimate: every repeated block runs the same :class:`~parplan.strategy.Strategy`,
+as Megatron-LM, torchtitan and DeepSpeed run them, and the estimate adds up the terms such a run pays.
+It works on any operator graph (zoo models, Hugging Face configs, traced modules): per-operator
+FLOPs, bytes and stored activations come from the graph; the strategy decides how each operator is
+divided. One training step of ``global_batch`` samples is ``m = global_batch / (dp * b)`` micro-batches
+of ``b`` samples (the graph's ``microbatch_size``) on every data-parallel rank.
+
+Terms of the step time (each is a key of :attr:`StrategyEstimate.terms`)
+-----------------------------------------------------------------------------
+compute
+    Every operator pass on its device, roofline ``max(flops / (peak * eff), bytes / (bw * eff_mem))``
+    per pass (:mod:`parplan.cost.compute`), with the efficiencies of :class:`KernelEfficiency`:
+    GEMMs at ``gemm`` times their wave-quantization utilization (NVIDIA, "Matrix Multiplication
+    Background User's Guide": a GEMM of ``ceil(M/128) ceil(N/128)`` output tiles on ``S`` SMs runs
+    ``ceil(tiles / S)`` waves); fused (flash) attention at ``flash``; causal attention
+    (``attrs.causal``) does half of the ``s^2`` work with a fused kernel (Dao 2023) and all of it
+    without. Tensor-parallel operators run ``1/t`` of the work; norms, residual adds and dropout
+    without sequence parallelism are replicated (Korthikanti et al. 2022, section 4.2.2).
+recompute
+    Activation checkpointing's extra forward: ``full`` runs every layer's forward again in its
+    backward (the whole-layer recompute of Narayanan et al. 2021, section 3.5), ``selective`` only
+    core attention (Korthikanti et al. 2022, section 5).
+tp_comm
+    Tensor parallelism's collectives on the critical path (Megatron-LM does not overlap them):
+    per layer and micro-batch two all-reduces of ``b s h`` in the forward and two in the backward
+    (sequence parallelism: all-gathers + reduce-scatters of the same volume, Korthikanti section
+    4.2.2), the forward ones again under full recompute, plus the vocabulary-parallel embedding's
+    all-reduce.
+pp_bubble, pp_p2p
+    The pipeline: the stage pass times (compute, recompute and TP collectives of each stage) are
+    scheduled by the named expert schedule (:mod:`parplan.schedule`) and simulated; ``pp_bubble`` is
+    the makespan less one stage's busy time (the bubble of the schedule on these costs, e.g.
+    ``(p - 1) (F + B)`` for 1F1B), ``pp_p2p`` the activation sends (``b s h`` bytes, ``/ t`` with
+    Megatron's scatter-gather) between stage devices on their link.
+dp_comm
+    Gradient synchronisation over the dp group (``grad_reduce_dtype`` bytes per gradient): an
+    all-reduce (ZeRO-0), reduce-scatter + parameter all-gather (ZeRO-1/2, the same volume), and for
+    ZeRO-3 two parameter all-gathers and one reduce-scatter per micro-batch. With
+    ``overlap_grad_reduce`` the ZeRO-0..2 reduction is bucketed and overlapped with the last
+    micro-batch's backward, leaving the last bucket (the first layer's gradients) exposed; ZeRO-3
+    gathers are prefetched under the compute of the layer before. Only the exposed part is charged.
+optimizer
+    The optimizer step, memory-bound (AdamW reads the fp32 master weights, the gradient and both
+    moments and writes the master weights, the moments and the 16-bit parameters: ``30 + grad``
+    bytes per parameter, Rajbhandari et al. 2020's state) over the parameters the device updates.
+
+Memory per device (the most loaded pipeline stage)
+---------------------------------------------------
+Training state: 16-bit parameters, gradients in ``grad_dtype`` and fp32 master weights plus AdamW
+moments (2 + 2 + 12 bytes per parameter; fp32 gradients: Megatron's 2 + 4 + 12, and with ZeRO-1 its
+distributed optimizer's ``6 + 12/d``), ZeRO-sharded over dp. Activations: the operators' stored
+activations with the tensor-parallel division above, times the micro-batches in flight on that
+stage under the schedule (1F1B: ``min(p - s, m)`` on stage ``s``). Full recompute keeps each layer's
+input and one layer's activations (while it is recomputed); selective drops core attention's
+saved scores. Buffers: ZeRO-3's two gathered layers (the current one and the prefetched one).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
+from parplan.cost.comm import collective_time
+from parplan.cost.memory import MemoryBreakdown
+from parplan.errors import InvalidInputError
+from parplan.graph.ops import Op, OpGraph
+from parplan.strategy import Strategy
+
+#: Terms of the step time, in display order.
+TIME_TERMS = ("compute", "recompute", "tp_comm", "pp_bubble", "pp_p2p", "dp_comm", "optimizer")
+
+#: What ``recompute=selective`` recomputes (see :func:`estimate_strategy`).
+SELECTIVE_POLICIES = ("attention", "every-other-matmul")
+
+#: Streaming multiprocessors per GPU kind (NVIDIA A100 and H100 SXM datasheets).
+SM_COUNT: Mapping[str, int] = {"a100": 108, "h100": 132}
+
+#: The output tile of a tensor-core GEMM kernel, for wave quantization.
+GEMM_TILE = 128
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KernelEfficiency:
+    """Achieved fractions of peak by kernel class.
+
+    ``gemm``: large bf16 GEMMs (cuBLAS reaches ~80% of dense peak on A100, ~70% on H100 SXM);
+    ``flash``: fused attention (FlashAttention-2 reaches ~60% of A100 peak forward + backward and
+    ~35% of H100's, which it runs without Hopper's warp-group instructions, Dao 2023 and Shah et al.
+    2024); ``other``: vector-unit FLOPs of norms and element-wise ops; ``memory``: streaming kernels
+    against HBM peak.
+    """
+
+    gemm: float = 0.6
+    flash: float = 0.6
+    other: float = 0.3
+    memory: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name in ("gemm", "flash", "other", "memory"):
+            value = getattr(self, name)
+            if not 0 < value <= 1:
+                raise InvalidInputError(f"efficiency.{name}: must be in (0, 1], got {value}")
+
+
+#: Defaults per device kind (see :class:`KernelEfficiency` for the sources); other kinds (CPUs)
+#: use the generic roofline efficiencies of :mod:`parplan.cost.compute`.
+KERNEL_EFFICIENCY: Mapping[str, KernelEfficiency] = {
+    "a100": KernelEfficiency(gemm=0.8, flash=0.6, other=0.3, memory=0.8),
+    "h100": KernelEfficiency(gemm=0.7, flash=0.35, other=0.3, memory=0.8),
+}
+
+
+def kernel_efficiency(device: DeviceSpec) -> KernelEfficiency:
+    """The efficiencies for ``device``'s kind (generic defaults for unknown kinds)."""
+    return KERNEL_EFFICIENCY.get(device.kind, KernelEfficiency())
+
+
+def wave_utilization(m: float, n: float, sm_count: int | None) -> float:
+    """Fraction of SM time a GEMM with an ``m x n`` output keeps busy (1.0 without an SM count)."""
+    if not sm_count or m <= 0 or n <= 0:
+        return 1.0
+    tiles = math.ceil(m / GEMM_TILE) * math.ceil(n / GEMM_TILE)
+    waves = math.ceil(tiles / sm_count)
+    return tiles / (waves * sm_count)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StrategyEstimate:
+    """The estimate of one strategy: step time with its terms, memory of the worst device, MFU.
+
+    ``model_flops`` counts a step's operator FLOPs once (no recompute, the full attention square),
+    the way model FLOP utilization is published; ``mfu`` is ``model_flops / (step_s * devices * peak)``.
+    ``stage_memory`` lists every pipeline stage's memory (the same on every dp x tp rank of it).
+    """
+
+    strategy: Strategy
+    microbatches: int
+    step_s: float
+    terms: Mapping[str, float]
+    memory: MemoryBreakdown
+    stage_memory: tuple[MemoryBreakdown, ...]
+    model_flops: float
+    tokens_per_step: int
+    mfu: float
+    fits: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def tokens_per_s_per_device(self) -> float:
+        return self.tokens_per_step / self.step_s / self.strategy.num_devices
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "strategy": self.strategy.to_json(),
+            "microbatches": self.microbatches,
+            "step_s": self.step_s,
+            "terms_s": dict(self.terms),
+            "memory_bytes": _mem_json(self.memory),
+            "stage_memory_bytes": [_mem_json(m) for m in self.stage_memory],
+            "model_flops": self.model_flops,
+            "tokens_per_step": self.tokens_per_step,
+            "tokens_per_s_per_device": self.tokens_per_s_per_device,
+            "mfu": self.mfu,
+            "fits": self.fits,
+            "notes": list(self.notes),
+        }
+
+
+def _mem_json(m: MemoryBreakdown) -> dict[str, float]:
+    return {
+        "parameters": m.parameters,
+        "gradients": m.gradients,
+        "optimizer_state": m.optimizer_state,
+        "activations": m.activations,
+        "buffers": m.buffers,
+        "total": m.total,
+    }
+
+
+# ------------------------------------------------------------------------ per-operator division
+@dataclass(frozen=True, slots=True)
+class _Div:
+    """How tensor parallelism divides one op: its work, parameters and stored activations.
+
+    ``act_split`` bytes are divided by ``t``; ``act_rep`` bytes are replicated over the group
+    unless sequence parallelism splits them.
+    """
+
+    work: int
+    params: int
+    act_split: float
+    act_rep: float
+
+    def act(self, t: int, sp: bool) -> float:
+        return self.act_split / t + (self.act_rep / t if sp else self.act_rep)
+
+
+def _tokens(op: Op) -> int:
+    attr = op.attr
+    return int(attr.get("batch", 1)) * int(attr.get("seq", 1))
+
+
+def _linear_input_bytes(op: Op) -> float:
+    """Bytes of a linear's stored input (the rest of its ``act_bytes`` is a dropout mask)."""
+    width = int(op.attr.get("in_features", 0))
+    out_width = int(op.attr.get("out_features", 0))
+    tokens = _tokens(op)
+    if not (width and out_width and tokens and op.out_bytes):
+        return op.act_bytes
+    elem = op.out_bytes / (tokens * out_width)
+    return min(op.act_bytes, tokens * width * elem)
+
+
+def _divide(op: Op, t: int, sp: bool, inputs: int) -> _Div:
+    """Megatron-LM's division of ``op`` over a tensor-parallel group of ``t`` (module docstring)."""
+    if t == 1:
+        return _Div(1, 1, op.act_bytes, 0.0)
+    rep_work = t if sp else 1
+    split = op.attr.get("tp")
+    if op.kind == "linear" and split in ("column", "row"):
+        x = _linear_input_bytes(op)
+        if split == "column":  # input replicated (split with SP), output split
+            return _Div(t, t, 0.0, op.act_bytes)
+        return _Div(t, t, x, op.act_bytes - x)  # row: input split; output and its dropout replicated
+    if op.kind == "norm" or (op.kind == "elementwise" and inputs > 1):
+        # norms and residual adds run on the full hidden state of every token
+        return _Div(rep_work, 1, 0.0, op.act_bytes)
+    if op.kind == "moe_router":
+        return _Div(rep_work, 1, 0.0, op.act_bytes)
+    return _Div(t, t, op.act_bytes, 0.0)
+
+
+# ------------------------------------------------------------------------------- pass times
+#: Eager PyTorch runs a norm as several kernels over the whole tensor (RMSNorm in fp32: upcast,
+#: square, mean, rsqrt, scale, downcast) and a gated activation as two (SiLU, then the product);
+#: a compiler (torch.compile, or Megatron's fused kernels) makes each one pass. Factor on the bytes.
+EAGER_TRAFFIC = {"norm": 4.0, "elementwise": 2.0}
+
+
+def _pass_time(
+    op: Op, kind: str, div: _Div, device: DeviceSpec, dtype: str, eff: KernelEfficiency, t: int, eager: bool
+) -> float:
+    """Seconds of pass ``kind`` (F, I or W) of ``op`` on one device of its tensor-parallel group."""
+    if kind == "F":
+        flops, nbytes = op.fwd_flops, op.fwd_bytes
+    elif kind == "I":
+        flops, nbytes = op.bwd_input_flops, op.bwd_input_bytes
+    else:
+        flops, nbytes = op.bwd_weight_flops, op.bwd_weight_bytes
+    if op.is_comm:
+        flops = 0.0  # the all-to-all's own time is communication (tp_comm)
+    flops, nbytes = flops / div.work, nbytes / div.work
+    peak = device.flops(dtype)
+    if eager and op.act_bytes > 0:  # residual adds (nothing stored) are one kernel either way
+        nbytes *= EAGER_TRAFFIC.get(op.kind, 1.0)
+    memory_s = nbytes / (device.memory_bandwidth_Bps * eff.memory)
+    attr = op.attr
+    if op.kind == "attention":
+        if attr.get("flash"):
+            causal = 0.5 if attr.get("causal") else 1.0
+            return max(causal * flops / (peak * eff.flash), memory_s)
+        # unfused: batched GEMMs over the full square, then a softmax kernel streaming the scores
+        return flops / (peak * eff.gemm) + memory_s
+    if op.kind in ("linear", "moe_experts", "fusion", "conv", "moe_router"):
+        out = int(attr.get("out_features", 0))
+        if attr.get("tp") == "column":
+            out //= t
+        util = wave_utilization(_tokens(op), out, SM_COUNT.get(device.kind))
+        return max(flops / (peak * eff.gemm * util), memory_s)
+    return max(flops / (peak * eff.other), memory_s)
+
+
+@dataclass(slots=True)
+class _Stage:
+    """Per-micro-batch pass times and memory of one pipeline stage on one device."""
+
+    ops: list[int]
+    F: float = 0.0
+    I: float = 0.0
+    W: float = 0.0
+    recompute: float = 0.0
+    tp_fwd: float = 0.0
+    tp_bwd: float = 0.0
+    params: float = 0.0  # parameters on one device (count)
+    layer_params: float = 0.0  # the largest layer's parameters on one device (count)
+    layers: int = 0
+    act: float = 0.0  # stored activations of one micro-batch (bytes)
+    wgrad_act: float = 0.0  # the part the weight gradients still need after I
+    layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
+
+
+def _stage_of_ops(graph: OpGraph, pp: int) -> list[list[int]]:
+    """Contiguous layer chunks per stage; ops outside layers join the first or last stage."""
+    layers = sorted({op.layer for op in graph.ops if op.layer is not None})
+    if pp > max(1, len(layers)):
+        raise InvalidInputError(
+            f"strategy.pp: {pp} pipeline stages but the model has {len(layers)} layers; use pp <= {len(layers)}"
+        )
+    per, extra = divmod(len(layers), pp)
+    stage_of_layer: dict[int, int] = {}
+    k = 0
+    for s in range(pp):
+        for _ in range(per + (1 if s < extra else 0)):
+            stage_of_layer[layers[k]] = s
+            k += 1
+    first_layer_op = next((i for i, op in enumerate(graph.ops) if op.layer is not None), len(graph.ops))
+    out: list[list[int]] = [[] for _ in range(pp)]
+    for i, op in enumerate(graph.ops):
+        if op.layer is not None:
+            out[stage_of_layer[op.layer]].append(i)
+        else:
+            out[0 if i < first_layer_op else pp - 1].append(i)
+    return out
+
+
+def _device(stage: int, dp_rank: int, tp_rank: int, strategy: Strategy) -> int:
+    """Rank on the (pp, dp, tp) mesh: tensor-parallel peers adjacent."""
+    return (stage * strategy.dp + dp_rank) * strategy.tp + tp_rank
+
+
+def _build_stage(
+    graph: OpGraph,
+    ops: Sequence[int],
+    strategy: Strategy,
+    cluster: Cluster,
+    device: DeviceSpec,
+    dtype: str,
+    eff: KernelEfficiency,
+    tp_group: Sequence[int],
+    *,
+    eager: bool,
+    selective: str,
+) -> _Stage:
+    t, sp = strategy.tp, bool(strategy.sequence_parallel)
+    matmuls_seen: dict[int, int] = {}
+    st = _Stage(ops=list(ops))
+    in_degree = [0] * len(graph.ops)
+    for e in graph.edges:
+        in_degree[e.dst] += 1
+    elem = DTYPE_BYTES.get(dtype, 2)
+    layer_params: dict[int, float] = {}
+    layer_act: dict[int, float] = {}
+    layer_input: dict[int, float] = {}
+    ar = lambda nbytes: collective_time(cluster, "all_reduce", nbytes, tp_group)  # noqa: E731
+    for i in ops:
+        op = graph.ops[i]
+        div = _divide(op, t, sp, in_degree[i])
+        f = _pass_time(op, "F", div, device, dtype, eff, t, eager)
+        st.F += f
+        st.I += _pass_time(op, "I", div, device, dtype, eff, t, eager)
+        st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager)
+        n_params = op.param_bytes / elem / div.params
+        st.params += n_params
+        act = div.act(t, sp)
+        if op.kind == "linear":
+            st.wgrad_act += act
+        fwd_comm = bwd_comm = 0.0
+        if t > 1:
+            split = op.attr.get("tp")
+            if op.kind == "linear" and split == "row":
+                fwd_comm = ar(op.out_bytes)
+            elif op.kind == "linear" and split == "column":
+                bwd_comm = ar(_linear_input_bytes(op) if op.act_bytes else op.out_bytes)
+            elif op.kind == "embedding":
+                fwd_comm = ar(op.out_bytes)
+            elif op.is_comm:
+                fwd_comm = bwd_comm = collective_time(cluster, "all_to_all", op.out_bytes / t, tp_group)
+        st.tp_fwd += fwd_comm
+        st.tp_bwd += bwd_comm
+        if op.layer is None:
+            st.act += act
+            continue
+        layer_params[op.layer] = layer_params.get(op.layer, 0.0) + n_params
+        layer_act[op.layer] = layer_act.get(op.layer, 0.0) + act
+        if op.layer not in layer_input:  # the layer's entry op stores the layer input
+            layer_input[op.layer] = op.act_bytes / t if sp else op.act_bytes
+        if strategy.recompute == "full":
+            st.recompute += f
+            st.tp_bwd += fwd_comm
+        elif strategy.recompute == "selective" and selective == "every-other-matmul":
+            if op.kind == "linear":
+                matmuls_seen[op.layer] = matmuls_seen.get(op.layer, 0) + 1
+            if (op.kind == "linear" and matmuls_seen[op.layer] % 2 == 0) or op.kind in ("norm", "elementwise"):
+                st.recompute += f
+        elif strategy.recompute == "selective" and op.kind == "attention":
+            st.recompute += f
+            inputs_bytes = sum(graph.ops[e.src].out_bytes for e in graph.edges if e.dst == i)
+            act = max(0.0, act - inputs_bytes / div.work)
+            layer_act[op.layer] -= div.act(t, sp) - act
+        if strategy.recompute != "full":
+            st.act += act
+    st.layers = len(layer_params)
+    st.layer_params = max(layer_params.values(), default=0.0)
+    if strategy.recompute == "full":
+        st.act += sum(layer_input.values())
+        st.layer_act_max = max(layer_act.values(), default=0.0)
+    return st
+
+
+# ------------------------------------------------------------------------------------ estimate
+def _pipeline_makespans(
+    stages: Sequence[_Stage], strategy: Strategy, m: int, p2p_s: float
+) -> tuple[float, float, tuple[float, ...]]:
+    """(makespan with sends, makespan without, peak in-flight activation bytes per stage)."""
+    from parplan.problem import PassTimes
+    from parplan.schedule.expert import SCHEDULES, build_schedule, canonical_schedule_name
+    from parplan.simulate import compute_metrics, simulate
+    from parplan.synthetic import StageOverride, synthetic_problem
+
+    name = canonical_schedule_name(strategy.schedule or "1f1b")
+    spec = SCHEDULES.get(name)
+    if spec is None or spec.placement != "linear":
+        linear = sorted(n for n, s in SCHEDULES.items() if s.placement == "linear")
+        raise InvalidInputError(
+            f"strategy.schedule: {strategy.schedule!r} needs a {spec.placement if spec else 'different'} "
+            f"placement; the strategy estimate runs one stage per device: use one of {', '.join(linear)}"
+        )
+
+    def passes(st: _Stage) -> PassTimes:
+        return PassTimes.split(F=st.F + st.tp_fwd, I=st.I + st.recompute + st.tp_bwd, W=st.W)
+
+    overrides = [StageOverride(cost=passes(st), act_mem=st.act, wgrad_mem=min(st.wgrad_act, st.act)) for st in stages]
+    out = []
+    peaks: tuple[float, ...] = ()
+    for comm in (p2p_s, 0.0):
+        problem = synthetic_problem(
+            pp=strategy.pp, microbatches=m, costs=overrides[0].cost, stage_costs=overrides, comm=comm
+        )
+        metrics = compute_metrics(problem, simulate(problem, build_schedule(name, problem)))
+        out.append(metrics.makespan)
+        peaks = metrics.peak_memory_per_device
+    return out[0], out[1], peaks
+
+
+def estimate_strategy(
+    graph: OpGraph,
+    strategy: Strategy,
+    cluster: Cluster,
+    *,
+    global_batch: int | None = None,
+    dtype: str | None = None,
+    grad_dtype: str = "bf16",
+    grad_reduce_dtype: str | None = None,
+    overlap_grad_reduce: bool = True,
+    eager: bool = False,
+    selective: str = "attention",
+    efficiency: KernelEfficiency | None = None,
+) -> StrategyEstimate:
+    """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
+
+    Parameters
+    ----------
+    graph
+        One micro-batch of ``b = meta.microbatch_size`` samples on one data-parallel rank.
+    strategy
+        The whole-model strategy; ``strategy.num_devices`` devices of ``cluster`` are used.
+    global_batch
+        Samples per step over all data-parallel ranks; default ``dp * b`` (one micro-batch each).
+        Must be a multiple of ``dp * b``.
+    dtype
+        Compute dtype (default: the graph's ``meta.dtype``).
+    grad_dtype, grad_reduce_dtype
+        The gradients' dtype in memory (``bf16`` or ``fp32``: Megatron's fp32 main gradients) and
+        on the wire (default: ``grad_dtype``).
+    overlap_grad_reduce
+        Bucket the gradient reduction and overlap it with the backward (DDP, FSDP, Megatron's
+        ``--overlap-grad-reduce``); False charges all of it after the backward (Megatron-LM 2021).
+    eager
+        Element-wise work runs as eager PyTorch kernels (:data:`EAGER_TRAFFIC`), not fused.
+    selective
+        What ``recompute=selective`` recomputes: ``attention`` (Megatron-LM, Korthikanti et al.
+        2022: core attention) or ``every-other-matmul`` (torchtitan's op-level selective
+        checkpointing: every second linear of a layer and every norm and element-wise op; its
+        memory is counted as without recompute, an upper bound).
+    efficiency
+        Kernel efficiencies (default: :data:`KERNEL_EFFICIENCY` of the device kind).
+
+    Raises
+    ------
+    InvalidInputError
+        Too few devices, a batch that does not divide, more stages than layers, a schedule that is
+        not one stage per device, or an unknown dtype.
+    """
+    meta = graph.meta_dict
+    b = int(meta.get("microbatch_size", 1))
+    seq = int(meta.get("seq_len", 1))
+    dtype = dtype or str(meta.get("dtype", "bf16"))
+    for name, value in (("dtype", dtype), ("grad_dtype", grad_dtype), ("grad_reduce_dtype", grad_reduce_dtype)):
+        if value is not None and value not in DTYPE_BYTES:
+            raise InvalidInputError(f"{name}: unknown {value!r}; use one of {', '.join(DTYPE_BYTES)}")
+    if selective not in SELECTIVE_POLICIES:
+        raise InvalidInputError(f"selective: unknown {selective!r}; use one of {', '.join(SELECTIVE_POLICIES)}")
+    n = strategy.num_devices
+    if n > cluster.num_devices:
+        raise InvalidInputError(
+            f"strategy {strategy.to_text()!r} needs {n} devices; cluster {cluster.name!r} has {cluster.num_devices}"
+        )
+    per_step = strategy.dp * b
+    global_batch = per_step if global_batch is None else global_batch
+    if global_batch < per_step or global_batch % per_step:
+        raise InvalidInputError(
+            f"global batch {global_batch}: must be a multiple of dp x micro-batch size = "
+            f"{strategy.dp} x {b} = {per_step}"
+        )
+    m = global_batch // per_step
+    device = cluster.devices[0]
+    eff = efficiency or kernel_efficiency(device)
+    g_bytes = DTYPE_BYTES[grad_dtype]
+    wire = DTYPE_BYTES[grad_reduce_dtype or grad_dtype]
+    elem = DTYPE_BYTES[dtype]
+    stage_ops = _stage_of_ops(graph, strategy.pp)
+    stages = [
+        _build_stage(
+            graph,
+            ops,
+            strategy,
+            cluster,
+            cluster.devices[_device(s, 0, 0, strategy)],
+            dtype,
+            eff,
+            [_device(s, 0, k, strategy) for k in range(strategy.tp)],
+            eager=eager,
+            selective=selective,
+        )
+        for s, ops in enumerate(stage_ops)
+    ]
+    # pipeline (or plain gradient accumulation)
+    if strategy.pp > 1:
+        boundary = [i for i in stage_ops[0] if graph.ops[i].layer is not None][-1]
+        send = graph.ops[boundary].out_bytes / (strategy.tp if strategy.tp > 1 else 1)
+        p2p = cluster.link(_device(0, 0, 0, strategy), _device(1, 0, 0, strategy)).time(send)
+        makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p)
+    else:
+        st = stages[0]
+        makespan = makespan0 = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)
+        act_peaks = (st.act,)
+    busy = [m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W) for st in stages]
+    worst = max(range(len(stages)), key=lambda s: busy[s])
+    ws = stages[worst]
+    # data parallelism and the optimizer, on the worst stage
+    dp_group = [_device(worst, d, 0, strategy) for d in range(strategy.dp)]
+    dp_s = 0.0
+    if strategy.dp > 1:
+        grads = ws.params * wire
+        backward = ws.I + ws.recompute + ws.tp_bwd + ws.W
+        if strategy.zero == 3:
+            gather = collective_time(cluster, "all_gather", ws.params * elem, dp_group)
+            scatter = collective_time(cluster, "reduce_scatter", grads, dp_group)
+            if overlap_grad_reduce:
+                first = gather / max(1, ws.layers)
+                per_mb = max(0.0, gather - ws.F) + max(0.0, gather + scatter - backward) + first
+            else:
+                per_mb = 2 * gather + scatter
+            dp_s = m * per_mb
+        else:
+            if strategy.zero == 0:
+                total = collective_time(cluster, "all_reduce", grads, dp_group)
+            else:
+                total = collective_time(cluster, "reduce_scatter", grads, dp_group) + collective_time(
+                    cluster, "all_gather", ws.params * elem, dp_group
+                )
+            last_bucket = total / max(1, ws.layers)
+            dp_s = max(last_bucket, total - backward) if overlap_grad_reduce else total
+    updated = ws.params / (strategy.dp if strategy.zero >= 1 else 1)
+    optimizer_s = updated * (26 + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
+    step_s = makespan + dp_s + optimizer_s
+    terms = {
+        "compute": m * (ws.F + ws.I + ws.W),
+        "recompute": m * ws.recompute,
+        "tp_comm": m * (ws.tp_fwd + ws.tp_bwd),
+        "pp_bubble": max(0.0, makespan0 - busy[worst]),
+        "pp_p2p": max(0.0, makespan - makespan0),
+        "dp_comm": dp_s,
+        "optimizer": optimizer_s,
+    }
+    # memory per stage
+    d, z = strategy.dp, strategy.zero
+    mems = []
+    for s, st in enumerate(stages):
+        params = st.params * elem / (d if z >= 3 else 1)
+        grads_b = st.params * g_bytes / (d if z >= 2 else 1)
+        opt = st.params * 12 / (d if z >= 1 else 1)
+        buffers = st.layer_act_max + (2 * st.layer_params * elem if z == 3 else 0.0)
+        mems.append(
+            MemoryBreakdown(
+                parameters=params,
+                gradients=grads_b,
+                optimizer_state=opt,
+                activations=act_peaks[s] if s < len(act_peaks) else st.act,
+                buffers=buffers,
+            )
+        )
+    memory = max(mems, key=lambda mb: mb.total)
+    model_flops = sum(op.total_flops for op in graph.ops) * m * strategy.dp
+    peak = device.flops(dtype)
+    notes = []
+    if n < cluster.num_devices:
+        notes.append(f"{cluster.num_devices - n} of the cluster's {cluster.num_devices} devices are unused")
+    return StrategyEstimate(
+        strategy=strategy,
+        microbatches=m,
+        step_s=step_s,
+        terms=terms,
+        memory=memory,
+        stage_memory=tuple(mems),
+        model_flops=model_flops,
+        tokens_per_step=global_batch * seq,
+        mfu=model_flops / (step_s * n * peak),
+        fits=all(mb.total <= cluster.devices[_device(s, 0, 0, strategy)].memory_bytes for s, mb in enumerate(mems)),
+        notes=tuple(notes),
+    )

@@ -1,0 +1,173 @@
+"""The strategy-level estimate: each step-time term against its closed form, and published runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from parplan.cluster_io import load_cluster
+from parplan.cost.comm import collective_time
+from parplan.cost.published import megatron_runs, torchtitan_runs
+from parplan.cost.strategy import TIME_TERMS, estimate_strategy, wave_utilization
+from parplan.errors import InvalidInputError
+from parplan.graph.ops import Op, OpGraph, make_attrs
+from parplan.graph.zoo import build_model
+from parplan.strategy import Strategy, parse_strategy
+
+H100 = load_cluster("8xh100")
+
+
+def _chain(layers: int, flops: float = 1e12) -> OpGraph:
+    """``layers`` identical linear layers and nothing else: equal pipeline stages."""
+    ops = tuple(
+        Op(
+            name=f"layer{i}.fc",
+            kind="linear",
+            fwd_flops=flops,
+            bwd_input_flops=flops,
+            bwd_weight_flops=flops,
+            param_bytes=2 * 4096 * 4096,
+            act_bytes=2 * 4096 * 4096,
+            out_bytes=2 * 4096 * 4096,
+            layer=i,
+            attrs=make_attrs(batch=1, seq=4096, in_features=4096, out_features=4096),
+        )
+        for i in range(layers)
+    )
+    from parplan.graph.ops import Edge
+
+    edges = tuple(Edge(src=i, dst=i + 1, bytes=ops[i].out_bytes) for i in range(layers - 1))
+    return OpGraph(name="chain", ops=ops, edges=edges, meta=(("dtype", "bf16"), ("microbatch_size", 1), ("seq_len", 4096)))
+
+
+def test_terms_add_up_to_the_step() -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=4)
+    for text in ("dp=8", "dp=2,tp=4,zero=1", "pp=2,dp=2,tp=2,zero=3,recompute=full", "tp=8,recompute=selective"):
+        e = estimate_strategy(g, parse_strategy(text), H100, global_batch=8)
+        assert set(e.terms) == set(TIME_TERMS)
+        assert sum(e.terms.values()) == pytest.approx(e.step_s, rel=1e-9), text
+        assert all(v >= 0 for v in e.terms.values())
+
+
+def test_1f1b_bubble_is_p_minus_1_stage_times() -> None:
+    # equal stages, no comm: the 1F1B makespan is (m + p - 1)(F + B), the bubble (p - 1)(F + B)
+    g = _chain(8)
+    single = estimate_strategy(g, Strategy(), H100)
+    per_mb = single.terms["compute"] / 4  # one of 4 stages, one micro-batch
+    e = estimate_strategy(g, Strategy(pp=4, schedule="1f1b"), H100, global_batch=16)
+    assert e.microbatches == 16
+    assert e.terms["compute"] == pytest.approx(16 * per_mb, rel=1e-9)
+    assert e.terms["pp_bubble"] == pytest.approx(3 * per_mb, rel=1e-9)
+    gpipe = estimate_strategy(g, Strategy(pp=4, schedule="gpipe"), H100, global_batch=16)
+    assert gpipe.terms["pp_bubble"] == pytest.approx(3 * per_mb, rel=1e-9)
+    # GPipe keeps every micro-batch's activations, 1F1B at most p on the first stage
+    assert gpipe.memory.activations == pytest.approx(16 / 4 * e.memory.activations, rel=1e-9)
+
+
+def test_tensor_parallel_collectives_are_four_all_reduces_per_layer() -> None:
+    layers = 4
+    g = build_model("llama-7b", microbatch_size=1, num_layers=layers)
+    sbh = 2048 * 4096 * 2  # s b h in bf16 (llama-7b: s = 2048, h = 4096)
+    ar = collective_time(H100, "all_reduce", sbh, list(range(8)))
+    for recompute, per_layer in (("none", 4), ("full", 6)):  # full recompute repeats the forward two
+        e = estimate_strategy(g, Strategy(tp=8, recompute=recompute), H100)
+        # + the vocabulary-parallel embedding's forward all-reduce and the head's input gradient
+        assert e.terms["tp_comm"] == pytest.approx((per_layer * layers + 2) * ar, rel=1e-9), recompute
+
+
+def test_optimizer_step_is_memory_bound_over_the_updated_shard() -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=2)
+    n = g.param_bytes / 2
+    bw = H100.devices[0].memory_bandwidth_Bps * 0.8
+    assert estimate_strategy(g, Strategy(dp=8), H100, global_batch=8).terms["optimizer"] == pytest.approx(
+        n * 28 / bw, rel=1e-9
+    )
+    z1 = estimate_strategy(g, Strategy(dp=8, zero=1), H100, global_batch=8, grad_dtype="fp32")
+    assert z1.terms["optimizer"] == pytest.approx(n / 8 * 30 / bw, rel=1e-9)
+    assert z1.memory.gradients == pytest.approx(4 * n)  # Megatron's distributed optimizer: 6 + 12/d
+    assert z1.memory.parameters + z1.memory.optimizer_state == pytest.approx((2 + 12 / 8) * n)
+
+
+def test_gradient_all_reduce_overlap() -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=4)
+    cl = load_cluster("dgx-h100:2")
+    s = Strategy(dp=16)
+    group = list(range(16))
+    total = collective_time(cl, "all_reduce", g.param_bytes, group)  # bf16 gradients
+    plain = estimate_strategy(g, s, cl, global_batch=16, overlap_grad_reduce=False)
+    assert plain.terms["dp_comm"] == pytest.approx(total, rel=1e-9)
+    over = estimate_strategy(g, s, cl, global_batch=16)
+    backward = over.terms["compute"] * 2 / 3  # I + W of the one micro-batch (F = I = W per op here)
+    assert over.terms["dp_comm"] < plain.terms["dp_comm"]
+    assert over.terms["dp_comm"] >= total / 4 - 1e-12  # the last bucket (one layer) stays exposed
+    assert over.terms["dp_comm"] <= max(total / 4, total - backward * 0.5) + 1e-12
+
+
+def test_causal_flash_attention_does_half_the_square() -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=1)
+    full = OpGraph(
+        name=g.name,
+        ops=tuple(
+            replace(op, attrs=tuple((k, v) for k, v in op.attrs if k != "causal")) if op.kind == "attention" else op
+            for op in g.ops
+        ),
+        edges=g.edges,
+        meta=g.meta,
+    )
+    core = next(op for op in g.ops if op.kind == "attention")
+    peak_eff = 989e12 * 0.35
+    saved = estimate_strategy(full, Strategy(), H100).terms["compute"] - estimate_strategy(g, Strategy(), H100).terms["compute"]
+    assert saved == pytest.approx(0.5 * (core.fwd_flops + core.bwd_input_flops) / peak_eff, rel=1e-6)
+
+
+def test_wave_quantization() -> None:
+    assert wave_utilization(128, 128 * 108, 108) == 1.0
+    assert wave_utilization(128, 128 * 109, 108) == pytest.approx(109 / 216)
+    assert wave_utilization(1, 1, None) == 1.0
+
+
+def test_zero3_buffers_hold_two_gathered_layers() -> None:
+    g = build_model("llama-7b", microbatch_size=1)
+    e = estimate_strategy(g, Strategy(dp=8, zero=3), H100, global_batch=8)
+    layer = sum(op.param_bytes for op in g.ops if op.layer == 0)
+    assert e.memory.buffers == pytest.approx(2 * layer)
+
+
+@pytest.mark.parametrize(
+    "kwargs, strategy, match",
+    [
+        ({"global_batch": 12}, "dp=8", "multiple of dp x micro-batch size = 8 x 1"),
+        ({}, "pp=8", "8 pipeline stages but the model has 2 layers"),
+        ({}, "pp=2,schedule=interleaved-1f1b", "one stage per device"),
+        ({"selective": "most"}, "dp=2", "selective: unknown 'most'"),
+        ({"grad_dtype": "int8"}, "dp=2", "grad_dtype: unknown 'int8'"),
+    ],
+)
+def test_bad_inputs_are_named(kwargs: dict, strategy: str, match: str) -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=2)
+    with pytest.raises(InvalidInputError, match=match):
+        estimate_strategy(g, parse_strategy(strategy), H100, **kwargs)
+
+
+def test_too_few_devices() -> None:
+    g = build_model("llama-7b", microbatch_size=1, num_layers=2)
+    with pytest.raises(InvalidInputError, match="needs 16 devices; cluster '8xh100' has 8"):
+        estimate_strategy(g, parse_strategy("dp=16"), H100, global_batch=16)
+
+
+@pytest.mark.parametrize("run", megatron_runs(), ids=lambda r: r.name)
+def test_megatron_weak_scaling_within_15_percent(run) -> None:  # type: ignore[no-untyped-def]
+    # Narayanan et al. 2021, Table 1: achieved teraFLOP/s per GPU (the paper's FLOP count)
+    est = run.estimate()
+    assert est.fits
+    assert run.predicted(est) == pytest.approx(run.published, rel=0.15)
+
+
+def test_torchtitan_rows_are_reported_honestly() -> None:
+    # Not within 15% (the 500 W power limit of those H100s is not modelled); the figure reached is
+    # pinned so a change that moves it is seen, and eager stays slower than compiled.
+    eager, compiled = (r.predicted(r.estimate()) for r in torchtitan_runs())
+    assert eager < compiled
+    assert eager / 5762 == pytest.approx(1.49, abs=0.05)
+    assert compiled / 6667 == pytest.approx(1.45, abs=0.05)
