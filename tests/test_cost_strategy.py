@@ -38,12 +38,22 @@ def _chain(layers: int, flops: float = 1e12) -> OpGraph:
     from parplan.graph.ops import Edge
 
     edges = tuple(Edge(src=i, dst=i + 1, bytes=ops[i].out_bytes) for i in range(layers - 1))
-    return OpGraph(name="chain", ops=ops, edges=edges, meta=(("dtype", "bf16"), ("microbatch_size", 1), ("seq_len", 4096)))
+    return OpGraph(
+        name="chain",
+        ops=ops,
+        edges=edges,
+        meta=(("dtype", "bf16"), ("microbatch_size", 1), ("seq_len", 4096)),
+    )
 
 
 def test_terms_add_up_to_the_step() -> None:
     g = build_model("llama-7b", microbatch_size=1, num_layers=4)
-    for text in ("dp=8", "dp=2,tp=4,zero=1", "pp=2,dp=2,tp=2,zero=3,recompute=full", "tp=8,recompute=selective"):
+    for text in (
+        "dp=8",
+        "dp=2,tp=4,zero=1",
+        "pp=2,dp=2,tp=2,zero=3,recompute=full",
+        "tp=8,recompute=selective",
+    ):
         e = estimate_strategy(g, parse_strategy(text), H100, global_batch=8)
         assert set(e.terms) == set(TIME_TERMS)
         assert sum(e.terms.values()) == pytest.approx(e.step_s, rel=1e-9), text
@@ -109,7 +119,9 @@ def test_causal_flash_attention_does_half_the_square() -> None:
     full = OpGraph(
         name=g.name,
         ops=tuple(
-            replace(op, attrs=tuple((k, v) for k, v in op.attrs if k != "causal")) if op.kind == "attention" else op
+            replace(op, attrs=tuple((k, v) for k, v in op.attrs if k != "causal"))
+            if op.kind == "attention"
+            else op
             for op in g.ops
         ),
         edges=g.edges,
@@ -117,7 +129,10 @@ def test_causal_flash_attention_does_half_the_square() -> None:
     )
     core = next(op for op in g.ops if op.kind == "attention")
     peak_eff = 989e12 * 0.35
-    saved = estimate_strategy(full, Strategy(), H100).terms["compute"] - estimate_strategy(g, Strategy(), H100).terms["compute"]
+    saved = (
+        estimate_strategy(full, Strategy(), H100).terms["compute"]
+        - estimate_strategy(g, Strategy(), H100).terms["compute"]
+    )
     assert saved == pytest.approx(0.5 * (core.fwd_flops + core.bwd_input_flops) / peak_eff, rel=1e-6)
 
 

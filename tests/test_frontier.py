@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from parplan.cluster import Cluster, DeviceSpec, Link
 from parplan.cluster_io import load_cluster
-from parplan.graph.zoo import build_model
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.frontier import (
     Frontier,
@@ -25,6 +24,7 @@ from parplan.frontier import (
 )
 from parplan.frontier.pareto import is_pareto
 from parplan.graph.ops import Edge, Op, OpGraph, make_attrs
+from parplan.graph.zoo import build_model
 
 GB = 1e9
 
@@ -428,7 +428,9 @@ def test_fewest_devices_meets_the_target():
     assert fewest_devices(g, c, one * 1.01, epsilon=0.0).devices == 1
     with pytest.raises(InfeasibleError, match="time is what fails: the fastest strategy that fits"):
         fewest_devices(g, c, two * 1e-3, epsilon=0.0)
-    with pytest.raises(InfeasibleError, match="memory is what fails, not time: no strategy on up to 4 devices"):
+    with pytest.raises(
+        InfeasibleError, match="memory is what fails, not time: no strategy on up to 4 devices"
+    ):
         fewest_devices(g, c, one * 1.01, epsilon=0.0, memory_limit=1.0)
 
 

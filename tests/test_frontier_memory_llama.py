@@ -106,14 +106,18 @@ def test_llama_7b_memory_matches_hand_figures(llama, d: int, t: int, sp: bool, z
 
 @pytest.mark.parametrize("ckpt", [False, True])
 @pytest.mark.parametrize("d, t, sp, zero", CASES)
-def test_strategy_estimate_memory_matches_hand_figures(d: int, t: int, sp: bool, zero: int, ckpt: bool) -> None:
+def test_strategy_estimate_memory_matches_hand_figures(
+    d: int, t: int, sp: bool, zero: int, ckpt: bool
+) -> None:
     # The strategy-level estimate (one micro-batch of BATCH / d samples per data-parallel rank) gives
     # the same state and activations; its ZeRO-3 gather buffers (two layers) come on top.
     from parplan.cost.strategy import estimate_strategy
     from parplan.strategy import Strategy
 
     g = build_model("llama-7b", microbatch_size=BATCH // d)
-    strategy = Strategy(dp=d, tp=t, zero=zero, sequence_parallel=sp if t > 1 else None, recompute="full" if ckpt else "none")
+    strategy = Strategy(
+        dp=d, tp=t, zero=zero, sequence_parallel=sp if t > 1 else None, recompute="full" if ckpt else "none"
+    )
     est = estimate_strategy(g, strategy, load_cluster("8xh100"), global_batch=BATCH)
     gathered = 2 * sum(op.param_bytes for op in g.ops if op.layer == 0) / t if zero == 3 else 0.0
     checkpoint_buffer = est.memory.buffers - gathered

@@ -1108,6 +1108,13 @@ def frontier(
     checkpointing: Annotated[
         bool, typer.Option(help="Also offer layer-level (full) activation checkpointing per layer.")
     ] = False,
+    grid: Annotated[
+        bool,
+        typer.Option(
+            help="Whole-model strategies (pp x dp x tp, ZeRO, recompute; one per repeated block) instead of "
+            "per-operator ones: what Megatron-LM, torchtitan and parplan train run."
+        ),
+    ] = False,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -1145,9 +1152,20 @@ def frontier(
                 "--memory-limit and --time-limit: each picks one point (fastest under the memory, or least "
                 "memory under the time); give one of them"
             )
-        grid = _mesh(mesh)
+        mesh_ = _mesh(mesh)
         span = cl.num_devices if time_target is not None or devices is None else devices
         microbatches_ = _frontier_microbatches(graph, microbatches, global_batch, span)
+        if grid:
+            for flag, given in (("--mesh", mesh is not None), ("--checkpointing", checkpointing)):
+                if given:
+                    raise InvalidInputError(
+                        f"{flag}: an operator-level option; --grid searches meshes and full/selective "
+                        "recompute itself. Drop one of them"
+                    )
+            _grid_frontier_command(
+                graph, cl, devices, microbatches_, mem_limit, time_limit, time_target, output, plot, json_
+            )
+            return
         t0 = time.perf_counter()
         if time_target is not None:
             if devices is not None or grid is not None:
@@ -1185,7 +1203,7 @@ def frontier(
                 devices=count,
                 microbatches=microbatches_,
                 epsilon=epsilon,
-                mesh=grid,
+                mesh=mesh_,
                 dtype=dtype or "bf16",
                 memory_limit=mem_limit,
                 checkpointing=checkpointing,
@@ -1236,6 +1254,109 @@ def frontier(
                 err.print(f"wrote {path}", highlight=False)
 
     _run(body)
+
+
+def _grid_frontier_command(
+    graph: Any,
+    cl: Any,
+    devices: int | None,
+    microbatches: int,
+    mem_limit: float | None,
+    time_limit: str | None,
+    time_target: str | None,
+    output: Path | None,
+    plot: Path | None,
+    json_: bool,
+) -> None:
+    """``frontier --grid``: the whole-model strategy frontier (parplan.frontier.grid)."""
+    from parplan.cluster_io import parse_quantity
+    from parplan.cost.memory import MEMORY_COMPONENTS
+    from parplan.frontier.grid import fewest_devices_grid, grid_frontier
+
+    b = int(graph.meta_dict.get("microbatch_size") or 1)
+    gb = microbatches * b
+    t0 = time.perf_counter()
+    chosen = None
+    if time_target is not None:
+        if devices is not None:
+            raise InvalidInputError("--time-target: searches device counts itself; drop --devices")
+        choice = fewest_devices_grid(
+            graph,
+            cl,
+            parse_quantity(time_target, "--time-target", "s"),
+            global_batch=gb,
+            memory_limit=mem_limit,
+        )
+        f, chosen = choice.frontier, choice.point
+        if not json_:
+            for k, best in choice.tried:
+                err.print(
+                    f"  {k} devices: fastest fitting {_fmt(best, 's') if best else 'none fits'}",
+                    highlight=False,
+                )
+    else:
+        count = devices if devices is not None else cl.num_devices
+        f = grid_frontier(graph, cl, count, global_batch=gb, memory_limit=mem_limit)
+        if mem_limit is not None:
+            chosen = f.fastest_under(mem_limit)
+        elif time_limit is not None:
+            chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
+    elapsed = time.perf_counter() - t0
+    idle = cl.num_devices - f.devices
+    if idle and time_target is None and not json_:
+        err.print(
+            f"note: {idle} of the cluster's {cl.num_devices} devices are left idle (--devices {f.devices})",
+            highlight=False,
+        )
+    doc = f.to_json(chosen=chosen)
+    doc["search_time_s"] = elapsed
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(_strict(doc), indent=1, default=_json_default, allow_nan=False) + "\n")
+    if plot is not None:
+        from parplan.report.pareto_plot import write_pareto_plot
+
+        write_pareto_plot(
+            f.as_frontier(),
+            plot,
+            chosen=f.point(chosen) if chosen is not None else None,
+            memory_limit=mem_limit,
+            title=f"{graph.name}: whole-model strategies on {f.devices} x {cl.devices[0].kind}",
+        )
+    if json_:
+        _emit_json(doc)
+        return
+    t = Table(
+        "#",
+        "strategy",
+        "step time",
+        "memory / device",
+        "MFU",
+        "tokens/s/device",
+        "fits",
+        title=f"strategy frontier: {graph.name} on {f.devices} x {cl.devices[0].kind}, global batch "
+        f"{f.global_batch} ({len(f.points)} points of {len(f.evaluated)} strategies, {elapsed:.2f} s)",
+    )
+    for i, e in enumerate(f.points):
+        mark = "  [bold green]<- chosen[/]" if chosen is not None and e is chosen else ""
+        t.add_row(
+            str(i),
+            e.strategy.label() + mark,
+            _fmt(e.step_s, "s"),
+            _fmt(e.memory.total, "bytes"),
+            f"{e.mfu:.0%}",
+            f"{e.tokens_per_s_per_device:,.0f}",
+            "yes" if e.memory.total <= f.memory_limit else "no",
+        )
+    out.print(t)
+    mt = Table("#", *(c.replace("_", " ") for c in MEMORY_COMPONENTS), title="memory / device by component")
+    for i, e in enumerate(f.points):
+        parts = e.memory.to_json()
+        mt.add_row(str(i), *(_fmt(parts[c], "bytes") for c in MEMORY_COMPONENTS))
+    out.print(mt)
+    for path in (output, plot):
+        if path is not None:
+            err.print(f"wrote {path}", highlight=False)
 
 
 def _mesh(text: str | None) -> tuple[int, ...] | None:

@@ -182,7 +182,8 @@ def load_cluster(spec: str | Path) -> Cluster:
             raise InvalidInputError(f"cluster file {text!r}: does not exist")
         return read_cluster(path)
     key = text.strip().lower()
-    if key in PRESETS or _PATTERN.match(key) or _DGX.match(key) or not path.is_file():  # a preset name wins over a file
+    # a preset name wins over a file
+    if key in PRESETS or _PATTERN.match(key) or _DGX.match(key) or not path.is_file():
         return preset_cluster(text)
     return read_cluster(path)
 

@@ -137,7 +137,11 @@ def megatron_runs() -> list[PublishedRun]:
                 graph=_gpt_graph(layers, h, heads),
                 cluster=_dgx_a100(gpus // 8),
                 strategy=Strategy(
-                    pp=p, dp=gpus // (t * p), tp=t, recompute="full", sequence_parallel=False if t > 1 else None
+                    pp=p,
+                    dp=gpus // (t * p),
+                    tp=t,
+                    recompute="full",
+                    sequence_parallel=False if t > 1 else None,
                 ),
                 global_batch=batch,
                 options={"grad_dtype": "fp32", "overlap_grad_reduce": False},

@@ -384,7 +384,10 @@ def _build_stage(
         elif strategy.recompute == "selective" and selective == "every-other-matmul":
             if op.kind == "linear":
                 matmuls_seen[op.layer] = matmuls_seen.get(op.layer, 0) + 1
-            if (op.kind == "linear" and matmuls_seen[op.layer] % 2 == 0) or op.kind in ("norm", "elementwise"):
+            if (op.kind == "linear" and matmuls_seen[op.layer] % 2 == 0) or op.kind in (
+                "norm",
+                "elementwise",
+            ):
                 st.recompute += f
         elif strategy.recompute == "selective" and op.kind == "attention":
             st.recompute += f
@@ -423,7 +426,9 @@ def _pipeline_makespans(
     def passes(st: _Stage) -> PassTimes:
         return PassTimes.split(F=st.F + st.tp_fwd, I=st.I + st.recompute + st.tp_bwd, W=st.W)
 
-    overrides = [StageOverride(cost=passes(st), act_mem=st.act, wgrad_mem=min(st.wgrad_act, st.act)) for st in stages]
+    overrides = [
+        StageOverride(cost=passes(st), act_mem=st.act, wgrad_mem=min(st.wgrad_act, st.act)) for st in stages
+    ]
     out = []
     peaks: tuple[float, ...] = ()
     for comm in (p2p_s, 0.0):
@@ -489,11 +494,17 @@ def estimate_strategy(
     b = int(meta.get("microbatch_size", 1))
     seq = int(meta.get("seq_len", 1))
     dtype = dtype or str(meta.get("dtype", "bf16"))
-    for name, value in (("dtype", dtype), ("grad_dtype", grad_dtype), ("grad_reduce_dtype", grad_reduce_dtype)):
+    for name, value in (
+        ("dtype", dtype),
+        ("grad_dtype", grad_dtype),
+        ("grad_reduce_dtype", grad_reduce_dtype),
+    ):
         if value is not None and value not in DTYPE_BYTES:
             raise InvalidInputError(f"{name}: unknown {value!r}; use one of {', '.join(DTYPE_BYTES)}")
     if selective not in SELECTIVE_POLICIES:
-        raise InvalidInputError(f"selective: unknown {selective!r}; use one of {', '.join(SELECTIVE_POLICIES)}")
+        raise InvalidInputError(
+            f"selective: unknown {selective!r}; use one of {', '.join(SELECTIVE_POLICIES)}"
+        )
     n = strategy.num_devices
     if n > cluster.num_devices:
         raise InvalidInputError(
@@ -610,6 +621,8 @@ def estimate_strategy(
         model_flops=model_flops,
         tokens_per_step=global_batch * seq,
         mfu=model_flops / (step_s * n * peak),
-        fits=all(mb.total <= cluster.devices[_device(s, 0, 0, strategy)].memory_bytes for s, mb in enumerate(mems)),
+        fits=all(
+            mb.total <= cluster.devices[_device(s, 0, 0, strategy)].memory_bytes for s, mb in enumerate(mems)
+        ),
         notes=tuple(notes),
     )

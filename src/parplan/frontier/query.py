@@ -6,6 +6,7 @@ module sweeps device counts and mesh shapes, and cuts a graph into pipeline stag
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,10 +92,8 @@ def fewest_devices(
         # mesh=None searches every data x model grid of k devices at once (a superset of each shape)
         f = frontier(graph, cluster, devices=k, microbatches=microbatches, epsilon=epsilon, dtype=dtype)
         least[k] = f.least_memory
-        try:
+        with contextlib.suppress(InfeasibleError):
             fitting[k] = f.fastest_under(limit)
-        except InfeasibleError:
-            pass
         try:
             p = f.least_memory_under(time_target_s)
         except InfeasibleError:
