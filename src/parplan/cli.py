@@ -1566,6 +1566,172 @@ def run(
     _run(body)
 
 
+@app.command()
+def train(
+    model: Annotated[
+        str, typer.Option(help="Zoo model with a torch twin that train runs (gpt-tiny).")
+    ] = "gpt-tiny",
+    cluster: Annotated[
+        str, typer.Option(help="Cluster for the prediction and the choice: local:N runs N processes here.")
+    ] = "local:4",
+    devices: Annotated[
+        int | None, typer.Option(help="Devices to train on (default: the strategy's, else the cluster's).")
+    ] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help='Run this strategy, e.g. "pp=1,dp=2,tp=2,zero=1,recompute=full" (default: chosen from the '
+            "frontier)."
+        ),
+    ] = None,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="Choose the fastest strategy predicted under this memory per device.")
+    ] = None,
+    time_target: Annotated[
+        str | None, typer.Option(help="Choose the least-memory strategy predicted to meet this step time.")
+    ] = None,
+    steps: Annotated[int, typer.Option(help="Training steps (AdamW).")] = 3,
+    global_batch: Annotated[
+        int | None, typer.Option(help="Samples per step (default: one micro-batch per device).")
+    ] = None,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="Weights and data seed (shared with the --check run).")] = 0,
+    check: Annotated[
+        bool, typer.Option(help="Compare losses and gradients with the same steps in one process.")
+    ] = True,
+    backend: Annotated[str, typer.Option(help="gloo (CPU) or nccl (GPU).")] = "gloo",
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for every collective.")] = 120.0,
+    print_torchrun: Annotated[
+        bool, typer.Option(help="Print the torchrun command that runs this job on the cluster, and exit.")
+    ] = False,
+    microbatch_size: MbSize = None,
+    seq_len: SeqLen = None,
+    num_layers: NumLayers = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Train for real on a whole-model strategy (DDP, FSDP2, DTensor TP/SP, checkpointing) and compare with its prediction."""
+
+    def body() -> None:
+        from parplan.cluster_io import load_cluster, parse_quantity
+        from parplan.runtime.train import check_strategy, choose_strategy, torchrun_command
+        from parplan.runtime.train import train as run_train
+        from parplan.strategy import parse_strategy
+
+        options = {
+            k: v
+            for k, v in {
+                "microbatch_size": microbatch_size,
+                "seq_len": seq_len,
+                "num_layers": num_layers,
+            }.items()
+            if v is not None
+        }
+        check_num_layers(num_layers)
+        if not 0 < timeout < math.inf:
+            raise InvalidInputError(f"--timeout: must be a positive, finite number of seconds, got {timeout}")
+        cl = load_cluster(cluster)
+        mem = _mem(memory_limit)
+        target = parse_quantity(time_target, "--time-target", "s") if time_target is not None else None
+        if strategy is not None:
+            for flag, given in (("--memory-limit", mem is not None), ("--time-target", target is not None)):
+                if given:
+                    raise InvalidInputError(
+                        f"{flag}: chooses a strategy, but --strategy names one; give one of them"
+                    )
+            chosen = parse_strategy(strategy)
+            check_strategy(chosen)
+            if devices is not None and devices != chosen.num_devices:
+                raise InvalidInputError(
+                    f"--devices {devices}: strategy {chosen.to_text()!r} uses {chosen.num_devices} devices"
+                )
+            how = "--strategy"
+        else:
+            count = devices if devices is not None else cl.num_devices
+            if count > cl.num_devices:
+                raise InvalidInputError(
+                    f"--devices {count}: cluster {cl.name!r} has {cl.num_devices} devices"
+                )
+            chosen, how, _ = choose_strategy(
+                model,
+                cl,
+                count,
+                model_options=options,
+                global_batch=global_batch,
+                memory_limit=mem,
+                time_target=target,
+            )
+            if not json_:
+                err.print(f"chose {chosen.label()} ({chosen.to_text()}): {how}", highlight=False)
+        if print_torchrun:
+            out.print(
+                torchrun_command(model, chosen, cl, options=options, steps=steps, global_batch=global_batch),
+                highlight=False,
+                soft_wrap=True,
+            )
+            return
+        result = run_train(
+            model,
+            chosen,
+            cl,
+            model_options=options,
+            steps=steps,
+            global_batch=global_batch,
+            lr=lr,
+            seed=seed,
+            backend=backend,
+            timeout_s=timeout,
+            check=check,
+            progress=True,
+            chosen_by=how,
+        )
+        doc = result.to_json()
+        if json_:
+            _emit_json(doc)
+            return
+        t = Table(
+            "step",
+            "loss",
+            "one-process loss",
+            "step time",
+            title=f"train {model}: {chosen.label()} on {cl.name}",
+        )
+        refs = result.ref_losses or [None] * result.steps
+        for k, (loss, ref, st) in enumerate(zip(result.losses, refs, result.step_times_s, strict=True)):
+            t.add_row(str(k + 1), f"{loss:.6f}", "-" if ref is None else f"{ref:.6f}", _fmt(st, "s"))
+        out.print(t)
+        cmp_t = Table("", "measured", "predicted", "ratio", title="against the prediction")
+        cmp_t.add_row(
+            "step time (median)",
+            _fmt(result.measured_step_s, "s"),
+            _fmt(result.predicted_step_s, "s"),
+            f"{result.measured_step_s / result.predicted_step_s:.2f}x",
+        )
+        peak = max(result.measured_peak_memory_bytes)
+        pred = max(result.predicted_peak_memory_bytes)
+        cmp_t.add_row("peak memory / device", _fmt(peak, "bytes"), _fmt(pred, "bytes"), f"{peak / pred:.2f}x")
+        for comp in ("parameters", "gradients", "optimizer_state", "activations"):
+            got = max(m[comp] for m in result.measured_memory)
+            want = result.predicted_memory[comp]
+            cmp_t.add_row(
+                f"  {comp.replace('_', ' ')}",
+                _fmt(got, "bytes"),
+                _fmt(want, "bytes"),
+                f"{got / want:.2f}x" if want else "-",
+            )
+        out.print(cmp_t)
+        if result.max_grad_abs_err is not None:
+            err.print(
+                f"check against one process: max |grad error| {result.max_grad_abs_err:.3g}, "
+                f"max loss relative error {result.max_loss_rel_err:.3g}",
+                highlight=False,
+            )
+        err.print(f"memory: {result.memory_method}", highlight=False)
+        for note in result.notes:
+            err.print(f"note: {note}", highlight=False)
+
+    _run(body)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `parplan` command (``--config`` / ``--dump-config`` are expanded first)."""
     from parplan.cli_config import expand_argv

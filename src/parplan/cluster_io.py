@@ -75,11 +75,13 @@ PRESETS: dict[str, str] = {
 
 _PATTERN = re.compile(r"^(?:(\d+)x)?(\d+)x(h100|a100)$")
 _DGX = re.compile(r"^dgx-(h100|a100):(\d+)$")
+_LOCAL = re.compile(r"^local:(\d+)$")
 
 #: Patterns of presets sized by the user, with their descriptions (for ``parplan clusters``).
 PRESET_PATTERNS: dict[str, str] = {
     "dgx-a100:N": "N DGX A100 nodes: 8 x A100 80GB each, NVLink 300 GB/s, 8 x 200 Gb/s HDR InfiniBand",
     "dgx-h100:N": "N DGX H100 nodes: 8 x H100 80GB each, NVLink 450 GB/s, 8 x 400 Gb/s NDR InfiniBand",
+    "local:N": "this machine as N processes sharing its cores (each device's speed scaled to its share)",
     "NODESxCOUNTxKIND": "e.g. 4x8xh100: NODES nodes of COUNT GPUs (h100 or a100)",
 }
 
@@ -108,19 +110,26 @@ def _total_ram_bytes() -> float:
         return 8e9
 
 
-def local_cluster() -> Cluster:
-    """This machine: ``os.cpu_count()`` CPU cores as devices of one node (estimates stated above)."""
+def local_cluster(count: int | None = None) -> Cluster:
+    """This machine as ``count`` devices (default ``os.cpu_count()``) of one node.
+
+    ``count`` processes share the cores: each device gets ``cores / count`` of a core's speed and
+    bandwidth when there are more devices than cores (estimates stated above), and ``1 / count`` of
+    the memory.
+    """
     cores = os.cpu_count() or 1
+    n = cores if count is None else count
+    share = min(1.0, cores / n)
     data = {
-        "name": "local",
+        "name": "local" if count is None else f"local:{n}",
         "devices": {
-            "count": cores,
-            "per_node": cores,
+            "count": n,
+            "per_node": n,
             "device": {
                 "kind": "cpu",
-                "peak_flops": {"fp32": LOCAL_CORE_FP32_FLOPS},
-                "memory_bytes": _total_ram_bytes() / cores,
-                "memory_bandwidth_Bps": LOCAL_CORE_MEMORY_BANDWIDTH_BPS,
+                "peak_flops": {"fp32": LOCAL_CORE_FP32_FLOPS * share},
+                "memory_bytes": _total_ram_bytes() / n,
+                "memory_bandwidth_Bps": LOCAL_CORE_MEMORY_BANDWIDTH_BPS * share,
             },
         },
         "intra_node": LOCAL_LINK,
@@ -139,6 +148,12 @@ def preset_cluster(name: str) -> Cluster:
     key = name.strip().lower()
     if key == "local":
         return local_cluster()
+    local = _LOCAL.match(key)
+    if local is not None:
+        count = int(local.group(1))
+        if not 1 <= count <= 64:
+            raise InvalidInputError(f"cluster {name!r}: local:N takes 1 to 64 processes, got {count}")
+        return local_cluster(count)
     dgx = _DGX.match(key)
     if dgx is not None:
         kind, nodes = dgx.group(1), int(dgx.group(2))
@@ -183,7 +198,7 @@ def load_cluster(spec: str | Path) -> Cluster:
         return read_cluster(path)
     key = text.strip().lower()
     # a preset name wins over a file
-    if key in PRESETS or _PATTERN.match(key) or _DGX.match(key) or not path.is_file():
+    if key in PRESETS or _PATTERN.match(key) or _DGX.match(key) or _LOCAL.match(key) or not path.is_file():
         return preset_cluster(text)
     return read_cluster(path)
 

@@ -43,8 +43,9 @@ dp_comm
     gathers are prefetched under the compute of the layer before. Only the exposed part is charged.
 optimizer
     The optimizer step, memory-bound (AdamW reads the fp32 master weights, the gradient and both
-    moments and writes the master weights, the moments and the 16-bit parameters: ``30 + grad``
-    bytes per parameter, Rajbhandari et al. 2020's state) over the parameters the device updates.
+    moments and writes the master weights, the moments and the 16-bit parameters: ``26 + grad``
+    bytes per parameter with 16-bit parameters, Rajbhandari et al. 2020's state; fp32 training has no
+    master copy) over the parameters the device updates.
 
 Memory per device (the most loaded pipeline stage)
 ---------------------------------------------------
@@ -520,6 +521,8 @@ def estimate_strategy(
     m = global_batch // per_step
     device = cluster.devices[0]
     eff = efficiency or kernel_efficiency(device)
+    if DTYPE_BYTES[dtype] == 4 and grad_dtype == "bf16":
+        grad_dtype = dtype  # fp32 training: fp32 gradients
     g_bytes = DTYPE_BYTES[grad_dtype]
     wire = DTYPE_BYTES[grad_reduce_dtype or grad_dtype]
     elem = DTYPE_BYTES[dtype]
@@ -576,8 +579,10 @@ def estimate_strategy(
                 )
             last_bucket = total / max(1, ws.layers)
             dp_s = max(last_bucket, total - backward) if overlap_grad_reduce else total
+    # fp32 training keeps no master copy (Rajbhandari et al. 2020: 16-bit training adds 4 bytes)
+    master = 0 if elem == 4 else 4
     updated = ws.params / (strategy.dp if strategy.zero >= 1 else 1)
-    optimizer_s = updated * (26 + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
+    optimizer_s = updated * (2 * master + 16 + elem + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
     step_s = makespan + dp_s + optimizer_s
     terms = {
         "compute": m * (ws.F + ws.I + ws.W),
@@ -594,7 +599,7 @@ def estimate_strategy(
     for s, st in enumerate(stages):
         params = st.params * elem / (d if z >= 3 else 1)
         grads_b = st.params * g_bytes / (d if z >= 2 else 1)
-        opt = st.params * 12 / (d if z >= 1 else 1)
+        opt = st.params * (master + 8) / (d if z >= 1 else 1)
         buffers = st.layer_act_max + (2 * st.layer_params * elem if z == 3 else 0.0)
         mems.append(
             MemoryBreakdown(

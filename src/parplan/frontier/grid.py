@@ -14,7 +14,7 @@ recommendation: same communication, less memory).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ def strategies(
     zero: Sequence[int] = (0, 1, 2, 3),
     recompute: Sequence[str] = RECOMPUTE,
     schedule: str = "1f1b",
+    allowed: Callable[[Strategy], bool] | None = None,
 ) -> list[Strategy]:
     """Every legal strategy on ``devices`` devices (see the module docstring)."""
     if devices < 1 or devices > cluster.num_devices:
@@ -73,11 +74,11 @@ def strategies(
                 if z and dp == 1:
                     continue
                 for rc in recompute:
-                    out.append(
-                        Strategy(
-                            pp=pp, dp=dp, tp=tp, zero=z, recompute=rc, schedule=schedule if pp > 1 else None
-                        )
+                    st = Strategy(
+                        pp=pp, dp=dp, tp=tp, zero=z, recompute=rc, schedule=schedule if pp > 1 else None
                     )
+                    if allowed is None or allowed(st):
+                        out.append(st)
     return out
 
 
@@ -188,16 +189,18 @@ def grid_frontier(
     *,
     global_batch: int | None = None,
     memory_limit: float | None = None,
+    allowed: Callable[[Strategy], bool] | None = None,
     **options: Any,
 ) -> GridFrontier:
     """Estimate every legal strategy on ``devices`` devices and keep the Pareto set.
 
     ``global_batch`` defaults to one micro-batch per device (so every data-parallel degree is
-    legal); ``options`` go to :func:`parplan.cost.strategy.estimate_strategy`.
+    legal); ``allowed`` keeps only the strategies a runtime executes; ``options`` go to
+    :func:`parplan.cost.strategy.estimate_strategy`.
     """
     b = int(graph.meta_dict.get("microbatch_size", 1))
     gb = devices * b if global_batch is None else global_batch
-    cands = strategies(graph, cluster, devices, global_batch=gb)
+    cands = strategies(graph, cluster, devices, global_batch=gb, allowed=allowed)
     if not cands:
         raise InvalidInputError(
             f"--global-batch {gb}: no strategy on {devices} devices divides it (data parallelism needs "

@@ -1,0 +1,840 @@
+"""``parplan train``: real training steps on a whole-model strategy, checked against one process.
+
+One process per device, a ``(dp, tp)`` DeviceMesh (``init_device_mesh``; gloo on CPU, NCCL on GPU,
+the same code), and inside it the libraries practitioners run:
+
+============== ===========================================================================
+strategy        what runs
+============== ===========================================================================
+tp > 1          DTensor tensor parallelism, ``parallelize_module``: the fused QKV and MLP-up
+                linears ``ColwiseParallel`` (their rows regrouped so each rank holds its own
+                heads' Q, K and V), attention output and MLP-down ``RowwiseParallel``, the head
+                ``ColwiseParallel`` with replicated logits
+sp (tp > 1)     Megatron sequence parallelism: norms ``SequenceParallel``, the embedding output
+                sharded on the sequence, row-parallel outputs reduce-scattered (Shard(1))
+zero=0          ``DistributedDataParallel`` (tp = 1); with tp > 1 (DDP does not take DTensor
+                parameters) the same averaged gradients by one all-reduce per parameter after
+                the backward
+zero=1          ``DistributedDataParallel`` + ``ZeroRedundancyOptimizer`` (AdamW state sharded;
+                tp = 1 only)
+zero=2, 3       FSDP2 ``fully_shard`` per layer and at the root on the dp mesh dimension,
+                ``reshard_after_forward=False`` (2: parameters stay gathered from the forward to
+                the backward, gradients and optimizer state sharded) or ``True`` (3)
+recompute       ``torch.utils.checkpoint`` (non-reentrant) around every layer (``full``) or
+                around core attention (``selective``, Korthikanti et al. 2022)
+============== ===========================================================================
+
+Pipeline parallelism (``pp > 1``) is planned (``parplan plan``) and run by ``parplan run``; this
+command refuses it with that advice.
+
+Memory is measured by tensor accounting, the same on CPU and GPU: parameters, gradients and
+optimizer state are the bytes of the tensors each process holds (local shards of DTensors), and
+activations the bytes of the distinct tensors autograd saves during one micro-batch's forward
+(``torch.autograd.graph.saved_tensors_hooks``). On CUDA the allocator's peak
+(``torch.cuda.max_memory_allocated``) is reported beside it.
+
+Records that cross process boundaries are frozen dataclasses (:class:`TrainJob`,
+:class:`DeviceReport`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from parplan.errors import InvalidInputError
+from parplan.runtime.modules import (
+    TORCH_MODELS,
+    Attention,
+    OpGraphModel,
+    OpModule,
+    Value,
+    _key,
+    build_torch_model,
+)
+from parplan.strategy import Strategy
+
+#: Models ``train`` runs: the torch twins of the zoo whose layers are plain transformer blocks.
+TRAIN_MODELS = ("gpt-tiny",)
+BACKENDS = ("gloo", "nccl")
+
+
+# ------------------------------------------------------------------------------------ records
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainJob:
+    """Everything a device process needs; pickled to every worker."""
+
+    model: str
+    model_options: tuple[tuple[str, Any], ...]
+    strategy: Strategy
+    steps: int
+    microbatches: int  # per data-parallel rank and step
+    lr: float
+    seed: int
+    backend: str
+    timeout_s: float
+    out_dir: str
+    store: str | None
+    threads: int
+    collect_grads: bool
+    progress: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceReport:
+    """What one device measured."""
+
+    rank: int
+    coords: tuple[int, int]  # (dp, tp)
+    losses: tuple[float, ...]
+    step_s: tuple[float, ...]
+    memory: Mapping[str, float]
+    cuda_peak_bytes: float | None
+    grads: Mapping[str, Tensor] | None = field(default=None, repr=False)
+
+
+# ------------------------------------------------------------------------------------ the model
+class Segment(nn.Module):
+    """Some ops of an :class:`OpGraphModel` (a layer, or the ops before / after the layers) as one module.
+
+    ``forward(values, data)`` runs them in graph order; inputs from outside come from ``values``;
+    it returns ``values`` updated with the outputs. ``checkpoint`` recomputes the whole segment in
+    the backward; ``selective`` only its core attention.
+    """
+
+    def __init__(self, model: OpGraphModel, names: list[str], *, checkpoint: bool, selective: bool) -> None:
+        super().__init__()
+        self.names = names
+        self.ops = nn.ModuleDict({_key(n): model.op(n) for n in names})
+        self._inputs = {n: model.input_names(n) for n in names}
+        self.checkpoint = checkpoint
+        self.selective = selective
+
+    def _run(self, values: dict[str, Value], data: Mapping[str, Tensor]) -> dict[str, Value]:
+        from torch.utils.checkpoint import checkpoint
+
+        out = dict(values)
+        for name in self.names:
+            module: OpModule = self.ops[_key(name)]  # type: ignore[assignment]
+            args = [out[s] for s in self._inputs[name]]
+            if self.selective and isinstance(module, Attention):
+                out[name] = checkpoint(module, *args, data=data, use_reentrant=False)
+            else:
+                out[name] = module(*args, data=data)
+        return out
+
+    def forward(self, values: dict[str, Value], data: Mapping[str, Tensor]) -> dict[str, Value]:
+        if self.checkpoint and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(self._run, values, data, use_reentrant=False)  # type: ignore[no-any-return]
+        return self._run(values, data)
+
+
+class TrainModel(nn.Module):
+    """The model as ``pre`` (embedding), one :class:`Segment` per layer, and ``post`` (norm, head, loss)."""
+
+    def __init__(self, model: OpGraphModel, recompute: str = "none") -> None:
+        super().__init__()
+        g = model.graph
+        order = [g.ops[i] for i in g.topo_order]
+        layers = sorted({op.layer for op in order if op.layer is not None})
+        first = next(k for k, op in enumerate(order) if op.layer is not None)
+        pre = [op.name for op in order[:first] if op.layer is None]
+        post = [op.name for op in order[first:] if op.layer is None]
+        self.pre = Segment(model, pre, checkpoint=False, selective=False)
+        self.layers = nn.ModuleList(
+            Segment(
+                model,
+                [op.name for op in order if op.layer == i],
+                checkpoint=recompute == "full",
+                selective=recompute == "selective",
+            )
+            for i in layers
+        )
+        self.post = Segment(model, post, checkpoint=False, selective=False)
+        self.loss_name = post[-1]
+        self.heads = next(m.heads for m in model.modules() if isinstance(m, Attention))
+
+    def forward(self, data: Mapping[str, Tensor]) -> Tensor:
+        values: dict[str, Value] = {}
+        values = self.pre(values, data)
+        for layer in self.layers:
+            values = layer(values, data)
+        values = self.post(values, data)
+        return values[self.loss_name]  # type: ignore[return-value]
+
+
+def build_train_model(
+    name: str, options: Mapping[str, Any], seed: int, recompute: str = "none"
+) -> tuple[TrainModel, Any]:
+    """The torch twin of zoo model ``name`` as a :class:`TrainModel`, and its OpGraphModel (for data)."""
+    if name not in TRAIN_MODELS:
+        runs = ", ".join(TRAIN_MODELS)
+        extra = f" ({name} runs under `parplan run` as a pipeline plan)" if name in TORCH_MODELS else ""
+        raise InvalidInputError(f"--model {name!r}: train runs {runs}{extra}")
+    graph_model, _ = build_torch_model(name, seed=seed, **dict(options))
+    return TrainModel(graph_model, recompute), graph_model
+
+
+# ------------------------------------------------------------------------ tensor parallelism
+def _qkv_order(out_features: int, tp: int, parts: int) -> Tensor:
+    """Row order that makes contiguous shard r hold rank r's slice of each of the ``parts`` blocks."""
+    block = out_features // parts
+    per = block // tp
+    idx = [p * block + r * per + k for r in range(tp) for p in range(parts) for k in range(per)]
+    return torch.tensor(idx)
+
+
+def _regroup_rows(linear: nn.Linear, order: Tensor) -> None:
+    with torch.no_grad():
+        linear.weight.copy_(linear.weight[order])
+        if linear.bias is not None:
+            linear.bias.copy_(linear.bias[order])
+
+
+def _fused_parts(name: str, model: TrainModel) -> int:
+    if name.endswith("attn.qkv"):
+        return 3
+    return 1
+
+
+def apply_tensor_parallel(model: TrainModel, tp_mesh: Any, sequence_parallel: bool) -> dict[str, Tensor]:
+    """DTensor TP (+ SP) on every layer and the head; returns the row orders applied (for un-doing)."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        PrepareModuleOutput,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    tp = tp_mesh.size()
+    if model.heads % tp:
+        raise InvalidInputError(
+            f"strategy.tp: {tp} does not divide the model's {model.heads} attention heads"
+        )
+    seq_in = Shard(1) if sequence_parallel else Replicate()
+    orders: dict[str, Tensor] = {}
+    for seg in (model.pre, *model.layers, model.post):
+        plan: dict[str, Any] = {}
+        for name in seg.names:
+            key = _key(name)
+            module = seg.ops[key]
+            if name.endswith(("attn.qkv", "mlp.up")):
+                lin = module.linear
+                parts = 3 if name.endswith("attn.qkv") else 1
+                if parts > 1:
+                    order = _qkv_order(lin.out_features, tp, parts)
+                    _regroup_rows(lin, order)
+                    orders[name] = order
+                plan[f"ops.{key}.linear"] = ColwiseParallel(input_layouts=seq_in)
+            elif name.endswith(("attn.out", "mlp.down")):
+                plan[f"ops.{key}.linear"] = RowwiseParallel(output_layouts=seq_in)
+            elif isinstance(module, Attention):
+                module.heads = model.heads // tp
+            elif name == "head":
+                plan[f"ops.{key}.linear"] = ColwiseParallel(input_layouts=seq_in, output_layouts=Replicate())
+            elif sequence_parallel and module.kind == "norm":
+                plan[f"ops.{key}.norm"] = SequenceParallel(use_local_output=True)
+            elif module.kind == "embedding":
+                # vocabulary-parallel token table (Megatron-LM); positions, if any, replicated
+                plan[f"ops.{key}.tok"] = RowwiseParallel(
+                    input_layouts=Replicate(), output_layouts=Replicate()
+                )
+                if sequence_parallel:
+                    plan[f"ops.{key}"] = PrepareModuleOutput(
+                        output_layouts=Replicate(), desired_output_layouts=Shard(1), use_local_output=True
+                    )
+        if plan:
+            parallelize_module(seg, tp_mesh, plan)
+    return orders
+
+
+# ------------------------------------------------------------------------------ accounting
+def _local(t: Tensor) -> Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _tensor_bytes(tensors: Iterable[Tensor]) -> float:
+    seen: set[int] = set()
+    total = 0.0
+    for t in tensors:
+        t = _local(t)
+        if not isinstance(t, Tensor) or t.device.type == "meta":
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            continue
+        seen.add(ptr)
+        total += t.untyped_storage().nbytes()
+    return total
+
+
+@contextmanager
+def saved_activation_meter() -> Any:
+    """Counts the bytes of distinct tensors autograd saves inside the block: ``meter["bytes"]``."""
+    meter = {"bytes": 0.0}
+    seen: set[int] = set()
+
+    def pack(t: Tensor) -> Tensor:
+        local = _local(t)
+        try:
+            ptr = local.untyped_storage().data_ptr()
+            if ptr not in seen and not isinstance(local, nn.Parameter):
+                seen.add(ptr)
+                meter["bytes"] += local.untyped_storage().nbytes()
+        except (RuntimeError, NotImplementedError):  # tensors without storage (views of fakes)
+            pass
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield meter
+
+
+def _param_names_bytes(model: nn.Module) -> float:
+    return _tensor_bytes(p for p in model.parameters())
+
+
+def _optimizer_bytes(opt: Any) -> float:
+    inner = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer keeps the local optimizer in .optim
+    return _tensor_bytes(v for state in inner.state.values() for v in state.values() if isinstance(v, Tensor))
+
+
+# ------------------------------------------------------------------------------------ worker
+def _full_grads(model: nn.Module, orders: Mapping[str, Tensor], dp_group: Any) -> dict[str, Tensor]:
+    """Every parameter's full gradient (collective: every rank calls it), TP row order undone."""
+    out = {}
+    for name, p in model.named_parameters():
+        g = p.grad
+        if g is None:
+            continue
+        full = g.full_tensor() if hasattr(g, "full_tensor") else g
+        full = full.detach().clone()
+        for op, order in orders.items():
+            if f"ops.{_key(op)}.linear." in name:
+                inv = torch.empty_like(order)
+                inv[order] = torch.arange(order.numel())
+                full = full[inv]
+        out[_clean_name(name)] = full
+    return out
+
+
+def _clean_name(name: str) -> str:
+    """The parameter name without the wrappers' prefixes (DDP ``module.``, checkpoint, FSDP)."""
+    for junk in ("module.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
+        name = name.replace(junk, "")
+    return name
+
+
+def _batch(graph_model: Any, step: int, dp_rank: int, j: int, job: TrainJob, dp: int) -> dict[str, Tensor]:
+    """Micro-batch ``j`` of data-parallel rank ``dp_rank``: a fixed synthetic dataset of one global
+    batch, seen again every step (random tokens carry nothing to learn, so a falling loss shows the
+    model fitting the batch)."""
+    del step, dp
+    return graph_model.make_batch(dp_rank * job.microbatches + j, job.seed)  # type: ignore[no-any-return]
+
+
+def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    s = job.strategy
+    device_type = "cuda" if job.backend == "nccl" else "cpu"
+    mesh = init_device_mesh(device_type, (s.dp, s.tp), mesh_dim_names=("dp", "tp"))
+    dp_rank, tp_rank = mesh["dp"].get_local_rank(), mesh["tp"].get_local_rank()
+    model, graph_model = build_train_model(job.model, dict(job.model_options), job.seed, s.recompute)
+    if device_type == "cuda":
+        model = model.cuda()
+    orders: dict[str, Tensor] = {}
+    if s.tp > 1:
+        orders = apply_tensor_parallel(model, mesh["tp"], bool(s.sequence_parallel))
+    dp_group = mesh["dp"].get_group()
+    wrapped: nn.Module = model
+    manual_allreduce = False
+    if s.zero >= 2:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.layers:
+            fully_shard(layer, mesh=mesh["dp"], reshard_after_forward=s.zero == 3)
+        fully_shard(model, mesh=mesh["dp"], reshard_after_forward=s.zero == 3)
+    elif s.dp > 1 and s.tp == 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(model, process_group=dp_group)
+    elif s.dp > 1:
+        manual_allreduce = True
+    params = list(model.parameters())
+    if s.zero == 1:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        opt: Any = ZeroRedundancyOptimizer(
+            params, optimizer_class=torch.optim.AdamW, lr=job.lr, process_group=dp_group
+        )
+    else:
+        opt = torch.optim.AdamW(params, lr=job.lr)
+    losses: list[float] = []
+    times: list[float] = []
+    grads: dict[str, Tensor] | None = None
+    act_peak = 0.0
+    grad_bytes = 0.0
+    t_start = time.perf_counter()
+    for step in range(job.steps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64)
+        for j in range(job.microbatches):
+            data = _batch(graph_model, step, dp_rank, j, job, s.dp)
+            if device_type == "cuda":
+                data = {k: v.cuda() for k, v in data.items()}
+            with saved_activation_meter() as meter:
+                loss = wrapped(data) / job.microbatches
+            act_peak = max(act_peak, meter["bytes"])
+            loss.backward()
+            total += float(_local(loss).detach())
+        if manual_allreduce:
+            for p in params:
+                if p.grad is not None:
+                    local = _local(p.grad)
+                    dist.all_reduce(local, group=dp_group)
+                    local /= s.dp
+        grad_bytes = max(grad_bytes, _tensor_bytes(p.grad for p in params if p.grad is not None))
+        if step == 0 and job.collect_grads:
+            grads = _full_grads(model, orders, dp_group)
+        opt.step()
+        loss_t = total.clone()
+        dist.all_reduce(loss_t)  # every tp rank holds its dp rank's loss: the mean over the world
+        losses.append(float(loss_t) / world)
+        dist.barrier()
+        times.append(time.perf_counter() - t0)
+        if job.progress and rank == 0:
+            print(
+                f"[train] step {step + 1}/{job.steps}  loss {losses[-1]:.5f}  {times[-1]:.2f} s/step  "
+                f"elapsed {time.perf_counter() - t_start:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    memory = {
+        "parameters": _param_names_bytes(model),
+        "gradients": grad_bytes,
+        "optimizer_state": _optimizer_bytes(opt),
+        "activations": act_peak,
+        "buffers": 0.0,
+    }
+    memory["total"] = sum(memory.values())
+    cuda_peak = float(torch.cuda.max_memory_allocated()) if device_type == "cuda" else None
+    return DeviceReport(
+        rank=rank,
+        coords=(dp_rank, tp_rank),
+        losses=tuple(losses),
+        step_s=tuple(times),
+        memory=memory,
+        cuda_peak_bytes=cuda_peak,
+        grads=grads if rank == 0 else None,
+    )
+
+
+def _worker(rank: int, world: int, job: TrainJob) -> None:
+    from parplan.runtime.launch import _init_group
+
+    out = Path(job.out_dir)
+    try:
+        torch.set_num_threads(job.threads)
+        if job.backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+        _init_group(rank, world, job.backend, job.store, job.timeout_s)
+        torch.save(_train_device(rank, world, job), out / f"device{rank}.pt")
+    except BaseException as exc:  # the parent reads this file: the worker's error must not be lost
+        (out / f"device{rank}.err").write_text(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+        raise SystemExit(1) from None
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------- reference
+def reference_run(job: TrainJob) -> tuple[list[float], dict[str, Tensor]]:
+    """The same steps in one process, no parallelism: per-step losses and the first step's gradients."""
+    s = job.strategy
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    model, graph_model = build_train_model(job.model, dict(job.model_options), job.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=job.lr)
+    losses, grads = [], {}
+    n = s.dp * job.microbatches
+    for step in range(job.steps):
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for r in range(s.dp):
+            for j in range(job.microbatches):
+                loss = model(_batch(graph_model, step, r, j, job, s.dp)) / n
+                loss.backward()
+                total += float(loss.detach())
+        if step == 0:
+            grads = {
+                name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None
+            }
+        opt.step()
+        losses.append(total)
+    return losses, grads
+
+
+# ------------------------------------------------------------------------------------ launcher
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TrainResult:
+    """The measured run beside its prediction (``to_json`` is the ``train --json`` contract)."""
+
+    strategy: Strategy
+    steps: int
+    losses: tuple[float, ...]
+    ref_losses: tuple[float, ...] | None
+    max_grad_abs_err: float | None
+    max_loss_rel_err: float | None
+    measured_step_s: float
+    step_times_s: tuple[float, ...]
+    predicted_step_s: float
+    measured_peak_memory_bytes: tuple[float, ...]
+    predicted_peak_memory_bytes: tuple[float, ...]
+    measured_memory: tuple[Mapping[str, float], ...]
+    predicted_memory: Mapping[str, float]
+    cluster: str
+    memory_method: str
+    chosen_by: str
+    notes: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.to_json(),
+            "strategy_text": self.strategy.to_text(),
+            "chosen_by": self.chosen_by,
+            "cluster": self.cluster,
+            "steps": self.steps,
+            "losses": list(self.losses),
+            "ref_losses": None if self.ref_losses is None else list(self.ref_losses),
+            "max_grad_abs_err": self.max_grad_abs_err,
+            "max_loss_rel_err": self.max_loss_rel_err,
+            "measured_step_s": self.measured_step_s,
+            "step_times_s": list(self.step_times_s),
+            "predicted_step_s": self.predicted_step_s,
+            "measured_peak_memory_bytes": list(self.measured_peak_memory_bytes),
+            "predicted_peak_memory_bytes": list(self.predicted_peak_memory_bytes),
+            "measured_memory_bytes": [dict(m) for m in self.measured_memory],
+            "predicted_memory_bytes": dict(self.predicted_memory),
+            "memory_method": self.memory_method,
+            "notes": list(self.notes),
+        }
+
+
+def check_strategy(strategy: Strategy) -> None:
+    """Refuse what this runtime does not execute, saying what to do instead."""
+    if strategy.pp > 1:
+        raise InvalidInputError(
+            f"strategy {strategy.to_text()!r}: train runs pp = 1 strategies; pipelines are planned with "
+            f"`parplan plan --pp {strategy.pp}` and run with `parplan run PLAN.json`"
+        )
+    if strategy.zero == 1 and strategy.tp > 1:
+        raise InvalidInputError(
+            f"strategy {strategy.to_text()!r}: ZeRO-1 (ZeroRedundancyOptimizer) does not take tensor-parallel "
+            "DTensor parameters; use zero=2 (FSDP2, parameters gathered from forward to backward) or tp=1"
+        )
+
+
+def runnable(strategy: Strategy) -> bool:
+    """Whether this runtime executes ``strategy`` (see :func:`check_strategy`)."""
+    try:
+        check_strategy(strategy)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def choose_strategy(
+    model: str,
+    cluster: Any,
+    devices: int,
+    *,
+    model_options: Mapping[str, Any] | None = None,
+    global_batch: int | None = None,
+    memory_limit: float | None = None,
+    time_target: float | None = None,
+) -> tuple[Strategy, str, Any]:
+    """The strategy ``train`` runs when none is given: from the whole-model frontier of this runtime.
+
+    The fastest point under ``memory_limit`` (default: the device memory), or the least memory
+    meeting ``time_target``. Returns (strategy, how it was chosen, the frontier).
+    """
+    from parplan.errors import InfeasibleError
+    from parplan.frontier.grid import grid_frontier
+    from parplan.graph.zoo import build_model
+
+    graph = build_model(model, dtype="fp32", **dict(model_options or {}))
+    f = grid_frontier(
+        graph, cluster, devices, global_batch=global_batch, memory_limit=memory_limit, allowed=runnable
+    )
+    if time_target is not None:
+        fit = [e for e in f.fitting() if e.step_s <= time_target]
+        if not fit:
+            best = f.fitting()[0] if f.fitting() else f.fastest
+            raise InfeasibleError(
+                f"--time-target {time_target:.4g} s: no runnable strategy on {devices} devices meets it within "
+                f"{f.memory_limit / 2**30:.3g} GiB; the fastest that fits takes {best.step_s:.4g} s "
+                f"({best.strategy.label()}). Smallest change: a target of {best.step_s:.4g} s or more"
+            )
+        e = fit[-1]
+        return (
+            e.strategy,
+            f"least memory meeting --time-target {time_target:.4g} s (frontier of {len(f.points)})",
+            f,
+        )
+    limit = f.memory_limit
+    try:
+        e = f.fastest_under(limit)
+    except InfeasibleError as exc:
+        raise InfeasibleError(
+            str(exc).replace("--memory-limit", "memory", 1) if memory_limit is None else str(exc)
+        ) from None
+    how = f"fastest under {limit / 2**30:.3g} GiB per device" + (
+        "" if memory_limit is not None else " (device memory)"
+    )
+    return e.strategy, how + f" (frontier of {len(f.points)})", f
+
+
+def launch_train(job: TrainJob) -> list[DeviceReport]:
+    """Start one process per device of ``job.strategy`` on this machine and collect their reports."""
+    import torch.multiprocessing as mp
+
+    from parplan.runtime.launch import _wait
+
+    world = job.strategy.num_devices
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(r, world, job), daemon=True) for r in range(world)]
+    for p in procs:
+        p.start()
+    _wait(procs, Path(job.out_dir), job.timeout_s * (job.steps + 2) + 60)
+    return [torch.load(Path(job.out_dir) / f"device{r}.pt", weights_only=False) for r in range(world)]
+
+
+def train(
+    model: str,
+    strategy: Strategy,
+    cluster: Any,
+    *,
+    model_options: Mapping[str, Any] | None = None,
+    steps: int = 3,
+    global_batch: int | None = None,
+    lr: float = 1e-3,
+    seed: int = 0,
+    backend: str = "gloo",
+    timeout_s: float = 120.0,
+    check: bool = True,
+    progress: bool = True,
+    chosen_by: str = "--strategy",
+) -> TrainResult:
+    """Run ``steps`` training steps of ``model`` on ``strategy`` and compare with the prediction.
+
+    ``global_batch`` is samples per step (default: one micro-batch per device); each data-parallel
+    rank accumulates ``global_batch / (dp * microbatch_size)`` micro-batches. ``cluster`` gives the
+    prediction (``local:N`` on this machine). With ``check`` the same steps run in one process and
+    losses and first-step gradients are compared.
+    """
+    from parplan.cost.strategy import estimate_strategy
+    from parplan.graph.zoo import build_model
+
+    check_strategy(strategy)
+    if backend not in BACKENDS:
+        raise InvalidInputError(f"--backend: unknown {backend!r}; use {' or '.join(BACKENDS)}")
+    if steps < 1:
+        raise InvalidInputError(f"--steps: must be >= 1, got {steps}")
+    if strategy.num_devices > cluster.num_devices:
+        raise InvalidInputError(
+            f"strategy {strategy.to_text()!r} needs {strategy.num_devices} devices; cluster {cluster.name!r} has "
+            f"{cluster.num_devices} (use --cluster local:{strategy.num_devices})"
+        )
+    options = dict(model_options or {})
+    build_train_model(model, options, seed)  # bad model or options fail here, with their message
+    graph = build_model(model, dtype="fp32", **options)
+    b = int(graph.meta_dict.get("microbatch_size", 1))
+    gb = strategy.num_devices * b if global_batch is None else global_batch
+    if gb < 1 or gb % (strategy.dp * b):
+        raise InvalidInputError(
+            f"--global-batch {gb}: must be a multiple of dp x micro-batch size = {strategy.dp} x {b}"
+        )
+    microbatches = gb // (strategy.dp * b)
+    est = estimate_strategy(graph, strategy, cluster, global_batch=gb)
+    threads = max(1, (os.cpu_count() or 1) // strategy.num_devices)
+    with tempfile.TemporaryDirectory(prefix="parplan-train-") as tmp:
+        job = TrainJob(
+            model=model,
+            model_options=tuple(sorted(options.items())),
+            strategy=strategy,
+            steps=steps,
+            microbatches=microbatches,
+            lr=lr,
+            seed=seed,
+            backend=backend,
+            timeout_s=timeout_s,
+            out_dir=tmp,
+            store=os.path.join(tmp, "store"),
+            threads=threads,
+            collect_grads=check,
+            progress=progress,
+        )
+        reports = launch_train(job)
+    losses = reports[0].losses
+    ref_losses: list[float] | None = None
+    grad_err = loss_err = None
+    if check:
+        ref_losses, ref_grads = reference_run(job)
+        got = reports[0].grads or {}
+        missing = sorted(set(ref_grads) - set(got))
+        if missing:
+            raise InvalidInputError(
+                f"train --check: no distributed gradient for {missing[:3]} (a parplan bug)"
+            )
+        grad_err = max(float((got[n] - ref_grads[n]).abs().max()) for n in ref_grads)
+        loss_err = max(abs(a - r) / max(abs(r), 1e-12) for a, r in zip(losses, ref_losses, strict=True))
+    per_step = [max(r.step_s[k] for r in reports) for k in range(steps)]
+    measured = statistics.median(per_step[1:] if steps > 1 else per_step)
+    notes = []
+    if strategy.num_devices < cluster.num_devices:
+        notes.append(f"{cluster.num_devices - strategy.num_devices} of the cluster's devices left idle")
+    return TrainResult(
+        strategy=strategy,
+        steps=steps,
+        losses=tuple(losses),
+        ref_losses=None if ref_losses is None else tuple(ref_losses),
+        max_grad_abs_err=grad_err,
+        max_loss_rel_err=loss_err,
+        measured_step_s=measured,
+        step_times_s=tuple(per_step),
+        predicted_step_s=est.step_s,
+        measured_peak_memory_bytes=tuple(r.memory["total"] for r in reports),
+        predicted_peak_memory_bytes=tuple(est.memory.total for _ in reports),
+        measured_memory=tuple(r.memory for r in reports),
+        predicted_memory={**est.memory.to_json(), "total": est.memory.total},
+        cluster=cluster.name,
+        memory_method="tensor accounting (parameters, gradients, optimizer state held; autograd-saved tensors)",
+        chosen_by=chosen_by,
+        notes=tuple(notes),
+    )
+
+
+# ------------------------------------------------------------------------------------ torchrun
+def torchrun_command(
+    model: str,
+    strategy: Strategy,
+    cluster: Any,
+    *,
+    options: Mapping[str, Any] | None = None,
+    steps: int = 3,
+    global_batch: int | None = None,
+) -> str:
+    """The ``torchrun`` command that runs this job on ``cluster``'s machines (one line per node)."""
+    n = strategy.num_devices
+    nodes = sorted({d.node for d in cluster.devices[:n]})
+    per_node = n // len(nodes)
+    backend = "gloo" if cluster.devices[0].kind == "cpu" else "nccl"
+    args = [
+        f"--model {model}",
+        f'--strategy "{strategy.to_text()}"',
+        f"--steps {steps}",
+        f"--backend {backend}",
+    ]
+    args += [f"--{k.replace('_', '-')} {v}" for k, v in sorted(dict(options or {}).items())]
+    if global_batch is not None:
+        args.append(f"--global-batch {global_batch}")
+    worker = "-m parplan.runtime.train " + " ".join(args)
+    if len(nodes) == 1:
+        return f"torchrun --standalone --nproc-per-node {per_node} {worker}"
+    return (
+        f"# on each of the {len(nodes)} nodes (MASTER_ADDR: the first node's address)\n"
+        f"torchrun --nnodes {len(nodes)} --nproc-per-node {per_node} --rdzv-backend c10d "
+        f"--rdzv-endpoint $MASTER_ADDR:29500 --rdzv-id parplan-train {worker}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """torchrun entry: ``python -m parplan.runtime.train --model M --strategy S [--steps N] [--out DIR]``.
+
+    Reads RANK / WORLD_SIZE / LOCAL_RANK from torchrun's environment; every rank writes its
+    :class:`DeviceReport` to ``--out``; rank 0 prints the losses and step times as one JSON line.
+    """
+    import argparse
+    import json
+
+    from parplan.strategy import parse_strategy
+
+    ap = argparse.ArgumentParser(prog="parplan.runtime.train")
+    ap.add_argument("--model", default="gpt-tiny")
+    ap.add_argument("--strategy", required=True)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--backend", default="nccl", choices=BACKENDS)
+    ap.add_argument("--global-batch", type=int, default=None)
+    ap.add_argument("--microbatch-size", type=int, default=None)
+    ap.add_argument("--seq-len", type=int, default=None)
+    ap.add_argument("--num-layers", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--out", default="parplan-train")
+    a = ap.parse_args(argv)
+    strategy = parse_strategy(a.strategy)
+    check_strategy(strategy)
+    world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
+    if world != strategy.num_devices:
+        raise SystemExit(
+            f"strategy {a.strategy!r} needs {strategy.num_devices} processes, torchrun started {world}"
+        )
+    options = {
+        k: v
+        for k, v in {
+            "microbatch_size": a.microbatch_size,
+            "seq_len": a.seq_len,
+            "num_layers": a.num_layers,
+        }.items()
+        if v is not None
+    }
+    b = options.get("microbatch_size", 1)
+    gb = a.global_batch if a.global_batch is not None else world * b
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    job = TrainJob(
+        model=a.model,
+        model_options=tuple(sorted(options.items())),
+        strategy=strategy,
+        steps=a.steps,
+        microbatches=gb // (strategy.dp * b),
+        lr=a.lr,
+        seed=a.seed,
+        backend=a.backend,
+        timeout_s=a.timeout,
+        out_dir=a.out,
+        store=None,
+        threads=max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))),
+        collect_grads=False,
+        progress=True,
+    )
+    _worker(rank, world, job)
+    if rank == 0:
+        report: DeviceReport = torch.load(Path(a.out) / "device0.pt", weights_only=False)
+        doc = {"strategy": strategy.to_json(), "losses": list(report.losses), "step_s": list(report.step_s)}
+        print(json.dumps(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
