@@ -1613,9 +1613,11 @@ def train(
 
     def body() -> None:
         from parplan.cluster_io import load_cluster, parse_quantity
-        from parplan.runtime.train import check_strategy, choose_strategy, torchrun_command
+        from parplan.runtime.train import check_model, check_strategy, choose_strategy, torchrun_command
         from parplan.runtime.train import train as run_train
         from parplan.strategy import parse_strategy
+
+        check_model(model)
 
         options = {
             k: v

@@ -407,7 +407,7 @@ def _build_stage(
 
 # ------------------------------------------------------------------------------------ estimate
 def _pipeline_makespans(
-    stages: Sequence[_Stage], strategy: Strategy, m: int, p2p_s: float
+    stages: Sequence[_Stage], strategy: Strategy, m: int, p2p_s: float, w_keeps_graph: bool
 ) -> tuple[float, float, tuple[float, ...]]:
     """(makespan with sends, makespan without, peak in-flight activation bytes per stage)."""
     from parplan.problem import PassTimes
@@ -428,7 +428,10 @@ def _pipeline_makespans(
         return PassTimes.split(F=st.F + st.tp_fwd, I=st.I + st.recompute + st.tp_bwd, W=st.W)
 
     overrides = [
-        StageOverride(cost=passes(st), act_mem=st.act, wgrad_mem=min(st.wgrad_act, st.act)) for st in stages
+        StageOverride(
+            cost=passes(st), act_mem=st.act, wgrad_mem=st.act if w_keeps_graph else min(st.wgrad_act, st.act)
+        )
+        for st in stages
     ]
     out = []
     peaks: tuple[float, ...] = ()
@@ -454,6 +457,7 @@ def estimate_strategy(
     overlap_grad_reduce: bool = True,
     eager: bool = False,
     selective: str = "attention",
+    w_keeps_graph: bool = False,
     efficiency: KernelEfficiency | None = None,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
@@ -482,6 +486,10 @@ def estimate_strategy(
         2022: core attention) or ``every-other-matmul`` (torchtitan's op-level selective
         checkpointing: every second linear of a layer and every norm and element-wise op; its
         memory is counted as without recompute, an upper bound).
+    w_keeps_graph
+        A split backward keeps the stage's whole autograd graph from I until W (torch.distributed.
+        pipelining's ``stage_backward_input`` retains it), not only the linears' inputs W needs (the
+        Zero Bubble paper's implementation).
     efficiency
         Kernel efficiencies (default: :data:`KERNEL_EFFICIENCY` of the device kind).
 
@@ -547,7 +555,7 @@ def estimate_strategy(
         boundary = [i for i in stage_ops[0] if graph.ops[i].layer is not None][-1]
         send = graph.ops[boundary].out_bytes / (strategy.tp if strategy.tp > 1 else 1)
         p2p = cluster.link(_device(0, 0, 0, strategy), _device(1, 0, 0, strategy)).time(send)
-        makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p)
+        makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p, w_keeps_graph)
     else:
         st = stages[0]
         makespan = makespan0 = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)

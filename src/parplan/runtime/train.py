@@ -97,7 +97,7 @@ class DeviceReport:
     """What one device measured."""
 
     rank: int
-    coords: tuple[int, int]  # (dp, tp)
+    coords: tuple[int, int, int]  # (pp, dp, tp)
     losses: tuple[float, ...]
     step_s: tuple[float, ...]
     memory: Mapping[str, float]
@@ -177,14 +177,89 @@ class TrainModel(nn.Module):
         return values[self.loss_name]  # type: ignore[return-value]
 
 
-def build_train_model(
-    name: str, options: Mapping[str, Any], seed: int, recompute: str = "none"
-) -> tuple[TrainModel, Any]:
-    """The torch twin of zoo model ``name`` as a :class:`TrainModel`, and its OpGraphModel (for data)."""
+class StageModule(nn.Module):
+    """Pipeline stage ``stage`` of ``stages``: its layers (and the embedding first, the head last).
+
+    ``forward(x)``: the token ids on the first stage, else the previous stage's hidden state;
+    returns the hidden state, or the logits on the last stage (the loss is the schedule's).
+    """
+
+    def __init__(self, model: TrainModel, layers: range, *, first: bool, last: bool) -> None:
+        super().__init__()
+        self.pre = model.pre if first else None
+        self.layers = nn.ModuleList(model.layers[i] for i in layers)
+        self.post = model.post if last else None
+        segments: list[Segment] = list(model.layers)  # type: ignore[arg-type]
+        self.in_name: str | None = None if first else segments[layers.start - 1].names[-1]
+        self.out_name: str = model.post.names[-2] if last else segments[layers.stop - 1].names[-1]
+        if self.post is not None:
+            self.post.names = self.post.names[:-1]  # the loss runs as the schedule's loss_fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        values: dict[str, Value]
+        if self.pre is not None:
+            values = self.pre({}, {"tokens": x})
+        else:
+            assert self.in_name is not None
+            values = {self.in_name: x}
+        for layer in self.layers:
+            values = layer(values, {})
+        if self.post is not None:
+            values = self.post(values, {})
+        return values[self.out_name]  # type: ignore[return-value]
+
+
+def stage_layers(num_layers: int, pp: int) -> list[range]:
+    """Contiguous layer chunks of the pipeline stages (the estimate's split: earlier stages get the extra)."""
+    per, extra = divmod(num_layers, pp)
+    out, start = [], 0
+    for s in range(pp):
+        n = per + (1 if s < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
+def _loss_fn(output: Tensor, target: Tensor) -> Tensor:
+    import torch.nn.functional as F  # noqa: N812
+
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+def pipeline_csv(strategy: Strategy, microbatches: int) -> str:
+    """The strategy's schedule on ``pp`` equal stages as torch.distributed.pipelining's compute-only CSV."""
+    from parplan.plan import Plan
+    from parplan.problem import PassTimes
+    from parplan.report.export import to_pipelining_csv
+    from parplan.schedule.expert import SCHEDULES, build_schedule, canonical_schedule_name
+    from parplan.synthetic import synthetic_problem
+
+    name = canonical_schedule_name(strategy.schedule or "1f1b")
+    spec = SCHEDULES.get(name)
+    if spec is None or spec.placement != "linear":
+        linear = sorted(n for n, sp in SCHEDULES.items() if sp.placement == "linear")
+        raise InvalidInputError(
+            f"strategy.schedule: train runs one stage per pipeline rank; {strategy.schedule!r} is not such a "
+            f"schedule. Use one of {', '.join(linear)}"
+        )
+    costs = PassTimes.split(F=1.0, I=1.0, W=1.0) if spec.needs_split_backward else PassTimes(F=1.0, B=2.0)
+    problem = synthetic_problem(pp=strategy.pp, microbatches=microbatches, costs=costs)
+    return to_pipelining_csv(Plan.from_schedule(problem, build_schedule(name, problem)), fused="split")
+
+
+def check_model(name: str) -> None:
+    """Refuse a model ``train`` has no torch twin for, naming the ones it runs."""
     if name not in TRAIN_MODELS:
         runs = ", ".join(TRAIN_MODELS)
         extra = f" ({name} runs under `parplan run` as a pipeline plan)" if name in TORCH_MODELS else ""
         raise InvalidInputError(f"--model {name!r}: train runs {runs}{extra}")
+
+
+def build_train_model(
+    name: str, options: Mapping[str, Any], seed: int, recompute: str = "none"
+) -> tuple[TrainModel, Any]:
+    """The torch twin of zoo model ``name`` as a :class:`TrainModel`, and its OpGraphModel (for data)."""
+    check_model(name)
     graph_model, _ = build_torch_model(name, seed=seed, **dict(options))
     return TrainModel(graph_model, recompute), graph_model
 
@@ -284,25 +359,55 @@ def _tensor_bytes(tensors: Iterable[Tensor]) -> float:
     return total
 
 
-@contextmanager
-def saved_activation_meter() -> Any:
-    """Counts the bytes of distinct tensors autograd saves inside the block: ``meter["bytes"]``."""
-    meter = {"bytes": 0.0}
-    seen: set[int] = set()
+class ActivationMeter:
+    """Live and peak bytes of the distinct tensors autograd holds for the backward.
 
-    def pack(t: Tensor) -> Tensor:
-        local = _local(t)
-        try:
-            ptr = local.untyped_storage().data_ptr()
-            if ptr not in seen and not isinstance(local, nn.Parameter):
-                seen.add(ptr)
-                meter["bytes"] += local.untyped_storage().nbytes()
-        except (RuntimeError, NotImplementedError):  # tensors without storage (views of fakes)
-            pass
-        return t
+    Installed with :meth:`active` around forwards; every saved tensor is wrapped in a holder that
+    autograd frees with the graph node, so ``live`` falls as backwards run and ``peak`` is the true
+    high-water mark of saved activations (pipelines keep several micro-batches in flight).
+    """
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield meter
+    def __init__(self) -> None:
+        self.live = 0.0
+        self.peak = 0.0
+        self._refs: dict[int, int] = {}
+
+    class _Held:
+        __slots__ = ("meter", "ptr", "size", "tensor")
+
+        def __init__(self, meter: ActivationMeter, tensor: Tensor) -> None:
+            self.tensor = tensor
+            self.meter = meter
+            self.ptr, self.size = 0, 0.0
+            local = _local(tensor)
+            if isinstance(local, nn.Parameter):
+                return
+            try:
+                storage = local.untyped_storage()
+                self.ptr, self.size = storage.data_ptr(), float(storage.nbytes())
+            except (RuntimeError, NotImplementedError):  # tensors without storage
+                return
+            refs = meter._refs
+            refs[self.ptr] = refs.get(self.ptr, 0) + 1
+            if refs[self.ptr] == 1:
+                meter.live += self.size
+                meter.peak = max(meter.peak, meter.live)
+
+        def __del__(self) -> None:
+            if not self.size:
+                return
+            refs = self.meter._refs
+            refs[self.ptr] -= 1
+            if refs[self.ptr] == 0:
+                del refs[self.ptr]
+                self.meter.live -= self.size
+
+    @contextmanager
+    def active(self) -> Any:
+        with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: ActivationMeter._Held(self, t), lambda h: h.tensor
+        ):
+            yield self
 
 
 def _param_names_bytes(model: nn.Module) -> float:
@@ -315,10 +420,14 @@ def _optimizer_bytes(opt: Any) -> float:
 
 
 # ------------------------------------------------------------------------------------ worker
-def _full_grads(model: nn.Module, orders: Mapping[str, Tensor], dp_group: Any) -> dict[str, Tensor]:
-    """Every parameter's full gradient (collective: every rank calls it), TP row order undone."""
+def _full_grads(model: nn.Module, orders: Mapping[str, Tensor], keep: nn.Module) -> dict[str, Tensor]:
+    """Full gradients of ``keep``'s parameters, named as in ``model`` (collective: every rank of a
+    stage calls it), TP row order undone."""
     out = {}
+    mine = {id(p) for p in keep.parameters()}
     for name, p in model.named_parameters():
+        if id(p) not in mine:
+            continue
         g = p.grad
         if g is None:
             continue
@@ -354,8 +463,13 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
 
     s = job.strategy
     device_type = "cuda" if job.backend == "nccl" else "cpu"
-    mesh = init_device_mesh(device_type, (s.dp, s.tp), mesh_dim_names=("dp", "tp"))
-    dp_rank, tp_rank = mesh["dp"].get_local_rank(), mesh["tp"].get_local_rank()
+    device = (
+        torch.device(device_type, torch.cuda.current_device())
+        if device_type == "cuda"
+        else torch.device("cpu")
+    )
+    mesh = init_device_mesh(device_type, (s.pp, s.dp, s.tp), mesh_dim_names=("pp", "dp", "tp"))
+    pp_rank, dp_rank, tp_rank = (mesh[d].get_local_rank() for d in ("pp", "dp", "tp"))
     model, graph_model = build_train_model(job.model, dict(job.model_options), job.seed, s.recompute)
     if device_type == "cuda":
         model = model.cuda()
@@ -363,21 +477,25 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
     if s.tp > 1:
         orders = apply_tensor_parallel(model, mesh["tp"], bool(s.sequence_parallel))
     dp_group = mesh["dp"].get_group()
-    wrapped: nn.Module = model
+    root: nn.Module = model
+    if s.pp > 1:
+        chunk = stage_layers(len(model.layers), s.pp)[pp_rank]
+        root = StageModule(model, chunk, first=pp_rank == 0, last=pp_rank == s.pp - 1)
+    wrapped: nn.Module = root
     manual_allreduce = False
     if s.zero >= 2:
         from torch.distributed.fsdp import fully_shard
 
-        for layer in model.layers:
+        for layer in root.layers:  # type: ignore[union-attr]
             fully_shard(layer, mesh=mesh["dp"], reshard_after_forward=s.zero == 3)
-        fully_shard(model, mesh=mesh["dp"], reshard_after_forward=s.zero == 3)
-    elif s.dp > 1 and s.tp == 1:
+        fully_shard(root, mesh=mesh["dp"], reshard_after_forward=s.zero == 3)
+    elif s.dp > 1 and s.tp == 1 and s.pp == 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        wrapped = DistributedDataParallel(model, process_group=dp_group)
+        wrapped = DistributedDataParallel(root, process_group=dp_group)
     elif s.dp > 1:
-        manual_allreduce = True
-    params = list(model.parameters())
+        manual_allreduce = True  # DDP takes neither DTensor parameters nor a pipeline's backwards
+    params = list(root.parameters())
     if s.zero == 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
@@ -386,26 +504,60 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
         )
     else:
         opt = torch.optim.AdamW(params, lr=job.lr)
+    schedule = None
+    if s.pp > 1:
+        from torch.distributed.pipelining import PipelineStage
+        from torch.distributed.pipelining.schedules import _PipelineScheduleRuntime
+
+        stage = PipelineStage(root, pp_rank, s.pp, device, group=mesh["pp"].get_group())
+        # The losses are read inside loss_fn: a losses list would keep every micro-batch's graph alive
+        # (and with it, under a split backward, every saved activation) until the step ends.
+        seen_losses: list[float] = []
+
+        def loss_fn(output: Tensor, target: Tensor) -> Tensor:
+            loss = _loss_fn(output, target)
+            local = _local(loss).detach()
+            if local.device.type != "meta":  # the runtime's shape inference runs on meta tensors
+                seen_losses.append(float(local))
+            return loss
+
+        schedule = _PipelineScheduleRuntime([stage], job.microbatches, loss_fn=loss_fn, scale_grads=True)
+        csv_path = Path(job.out_dir) / f"schedule{rank}.csv"
+        csv_path.write_text(pipeline_csv(s, job.microbatches))
+        schedule._load_csv(str(csv_path), format="compute_only")
+    meter = ActivationMeter()
     losses: list[float] = []
     times: list[float] = []
     grads: dict[str, Tensor] | None = None
-    act_peak = 0.0
     grad_bytes = 0.0
     t_start = time.perf_counter()
+    batches = [_batch(graph_model, 0, dp_rank, j, job, s.dp) for j in range(job.microbatches)]
+    if device_type == "cuda":
+        batches = [{k: v.cuda() for k, v in b.items()} for b in batches]
     for step in range(job.steps):
         dist.barrier()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), dtype=torch.float64)
-        for j in range(job.microbatches):
-            data = _batch(graph_model, step, dp_rank, j, job, s.dp)
-            if device_type == "cuda":
-                data = {k: v.cuda() for k, v in data.items()}
-            with saved_activation_meter() as meter:
-                loss = wrapped(data) / job.microbatches
-            act_peak = max(act_peak, meter["bytes"])
-            loss.backward()
-            total += float(_local(loss).detach())
+        if schedule is not None:
+            tokens = torch.cat([b["tokens"] for b in batches])
+            labels = torch.cat([b["labels"] for b in batches])
+            first, last = pp_rank == 0, pp_rank == s.pp - 1
+            seen_losses.clear()
+            with meter.active():
+                schedule.step(*((tokens,) if first else ()), target=labels if last else None)
+            if last:
+                if len(seen_losses) < job.microbatches:
+                    raise RuntimeError(
+                        f"pipeline step {step}: {len(seen_losses)} losses for {job.microbatches} micro-batches"
+                    )
+                total += sum(seen_losses[-job.microbatches :]) / job.microbatches
+        else:
+            for data in batches:
+                with meter.active():
+                    loss = wrapped(data) / job.microbatches
+                loss.backward()
+                total += float(_local(loss).detach())
         if manual_allreduce:
             for p in params:
                 if p.grad is not None:
@@ -414,11 +566,11 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                     local /= s.dp
         grad_bytes = max(grad_bytes, _tensor_bytes(p.grad for p in params if p.grad is not None))
         if step == 0 and job.collect_grads:
-            grads = _full_grads(model, orders, dp_group)
+            grads = _full_grads(model, orders, root)
         opt.step()
         loss_t = total.clone()
-        dist.all_reduce(loss_t)  # every tp rank holds its dp rank's loss: the mean over the world
-        losses.append(float(loss_t) / world)
+        dist.all_reduce(loss_t)  # the last stage's dp ranks hold the losses (tp ranks alike)
+        losses.append(float(loss_t) / (s.dp * s.tp))
         dist.barrier()
         times.append(time.perf_counter() - t0)
         if job.progress and rank == 0:
@@ -429,22 +581,22 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                 flush=True,
             )
     memory = {
-        "parameters": _param_names_bytes(model),
+        "parameters": _param_names_bytes(root),
         "gradients": grad_bytes,
         "optimizer_state": _optimizer_bytes(opt),
-        "activations": act_peak,
+        "activations": meter.peak,
         "buffers": 0.0,
     }
     memory["total"] = sum(memory.values())
     cuda_peak = float(torch.cuda.max_memory_allocated()) if device_type == "cuda" else None
     return DeviceReport(
         rank=rank,
-        coords=(dp_rank, tp_rank),
+        coords=(pp_rank, dp_rank, tp_rank),
         losses=tuple(losses),
         step_s=tuple(times),
         memory=memory,
         cuda_peak_bytes=cuda_peak,
-        grads=grads if rank == 0 else None,
+        grads=grads if dp_rank == 0 and tp_rank == 0 else None,
     )
 
 
@@ -540,13 +692,14 @@ class TrainResult:
         }
 
 
+def _stage_mem(est: Any, stage: int) -> Any:
+    return est.stage_memory[stage] if stage < len(est.stage_memory) else est.memory
+
+
 def check_strategy(strategy: Strategy) -> None:
     """Refuse what this runtime does not execute, saying what to do instead."""
     if strategy.pp > 1:
-        raise InvalidInputError(
-            f"strategy {strategy.to_text()!r}: train runs pp = 1 strategies; pipelines are planned with "
-            f"`parplan plan --pp {strategy.pp}` and run with `parplan run PLAN.json`"
-        )
+        pipeline_csv(strategy, strategy.pp)  # a schedule that is not one stage per rank is refused here
     if strategy.zero == 1 and strategy.tp > 1:
         raise InvalidInputError(
             f"strategy {strategy.to_text()!r}: ZeRO-1 (ZeroRedundancyOptimizer) does not take tensor-parallel "
@@ -675,7 +828,7 @@ def train(
             f"--global-batch {gb}: must be a multiple of dp x micro-batch size = {strategy.dp} x {b}"
         )
     microbatches = gb // (strategy.dp * b)
-    est = estimate_strategy(graph, strategy, cluster, global_batch=gb)
+    est = estimate_strategy(graph, strategy, cluster, global_batch=gb, w_keeps_graph=True)
     threads = max(1, (os.cpu_count() or 1) // strategy.num_devices)
     with tempfile.TemporaryDirectory(prefix="parplan-train-") as tmp:
         job = TrainJob(
@@ -700,7 +853,9 @@ def train(
     grad_err = loss_err = None
     if check:
         ref_losses, ref_grads = reference_run(job)
-        got = reports[0].grads or {}
+        got: dict[str, Tensor] = {}
+        for rep in reports:  # one report per pipeline stage carries that stage's gradients
+            got.update(rep.grads or {})
         missing = sorted(set(ref_grads) - set(got))
         if missing:
             raise InvalidInputError(
@@ -724,11 +879,19 @@ def train(
         step_times_s=tuple(per_step),
         predicted_step_s=est.step_s,
         measured_peak_memory_bytes=tuple(r.memory["total"] for r in reports),
-        predicted_peak_memory_bytes=tuple(est.memory.total for _ in reports),
+        # tensor accounting sees the state and the saved activations, not transient buffers (ZeRO-3
+        # gathers, a checkpointed layer's recompute): compare like with like, list buffers apart
+        predicted_peak_memory_bytes=tuple(
+            _stage_mem(est, r.coords[0]).total - _stage_mem(est, r.coords[0]).buffers for r in reports
+        ),
         measured_memory=tuple(r.memory for r in reports),
         predicted_memory={**est.memory.to_json(), "total": est.memory.total},
         cluster=cluster.name,
-        memory_method="tensor accounting (parameters, gradients, optimizer state held; autograd-saved tensors)",
+        memory_method=(
+            "tensor accounting: parameters, gradients and optimizer state held, peak autograd-saved tensors; "
+            "transient buffers (ZeRO-3 gathers, recompute) are predicted (predicted_memory_bytes.buffers) but "
+            "not measured, and left out of both peak lists"
+        ),
         chosen_by=chosen_by,
         notes=tuple(notes),
     )
