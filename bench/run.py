@@ -28,6 +28,7 @@ SUITES = (
     "bench_cost",
     "bench_joint",
     "bench_runtime",
+    "bench_train",
 )
 
 

@@ -170,3 +170,30 @@ def test_worker_runs_under_torchrun(tmp_path) -> None:  # type: ignore[no-untype
     doc = json.loads(p.stdout.strip().splitlines()[-1])
     ref = train("gpt-tiny", parse_strategy("dp=2"), load_cluster("local:2"), steps=2, progress=False)
     assert doc["losses"] == pytest.approx(list(ref.losses), rel=1e-5)
+
+
+def test_fit_link_inverts_the_ring_model() -> None:
+    from parplan.cluster import Link
+    from parplan.cost.comm import ring_time
+    from parplan.runtime.calibrate import LARGE, fit_link
+
+    link = Link(bandwidth_Bps=2e9, latency_s=300e-6)
+    n = 4
+    ar_small, ar_large = ring_time("all_reduce", n, 4, link), ring_time("all_reduce", n, LARGE, link)
+    ag, rs = ring_time("all_gather", n, 4 * n, link), ring_time("reduce_scatter", n, 4 * n, link)
+    alpha, bw = fit_link(n, ar_small, ar_large, ag, rs)
+    assert alpha == pytest.approx(300e-6, rel=1e-3)
+    assert bw == pytest.approx(2e9, rel=1e-2)
+
+
+def test_calibrate_writes_a_cluster_the_estimate_reads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "cal.json"
+    r = CliRunner().invoke(app, ["calibrate", "--devices", "2", "--repeats", "3", "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    measured = doc["meta"]["measured"]
+    assert measured["gemm_flops_per_process"] > 1e8 and measured["allreduce_latency_s"] > 0
+    cl = load_cluster(str(out))
+    assert cl.num_devices == 2 and cl.devices[0].kind == "cpu"
+    # the estimate's GEMM efficiency is divided back out: peak x 0.6 = what was measured
+    assert cl.devices[0].flops("fp32") * 0.6 == pytest.approx(measured["gemm_flops_per_process"], rel=1e-9)

@@ -1567,6 +1567,44 @@ def run(
 
 
 @app.command()
+def calibrate(
+    devices: Annotated[int, typer.Option(help="Processes to measure with (as train runs them).")] = 4,
+    repeats: Annotated[int, typer.Option(help="Repetitions per measurement (timed back to back).")] = 20,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Cluster file to write (.json or .yaml).")
+    ] = Path("cluster.json"),
+    json_: JsonOpt = False,
+) -> None:
+    """Measure this machine with N processes (GEMM, memory bandwidth, all-reduce, send/recv) into a cluster file."""
+
+    def body() -> None:
+        from parplan.cluster_io import cluster_from_json, write_cluster
+        from parplan.runtime.calibrate import calibrated_cluster, measure_local
+
+        doc = calibrated_cluster(devices, measure_local(devices, repeats=repeats))
+        write_cluster(cluster_from_json(doc, where="calibration"), output)
+        if json_:
+            _emit_json(doc)
+            return
+        m = doc["meta"]["measured"]
+        t = Table("measured (per process, all at once)", "value", title=f"calibration: {devices} processes")
+        t.add_row(
+            "GEMM fp32 " + "x".join(map(str, m["gemm_shape"])),
+            f"{m['gemm_flops_per_process'] / 1e9:.2f} GFLOP/s",
+        )
+        t.add_row("memory stream", f"{m['stream_Bps_per_process'] / 1e9:.2f} GB/s")
+        t.add_row("all-reduce latency (ring step)", _fmt(m["allreduce_latency_s"], "s"))
+        t.add_row("all-reduce bandwidth", f"{m['allreduce_bandwidth_Bps'] / 1e9:.2f} GB/s")
+        if "p2p_latency_s" in m:
+            t.add_row("send/recv latency", _fmt(m["p2p_latency_s"], "s"))
+            t.add_row("send/recv bandwidth", f"{m['p2p_bandwidth_Bps'] / 1e9:.2f} GB/s")
+        out.print(t)
+        err.print(f"wrote {output} (use it with --cluster {output})", highlight=False)
+
+    _run(body)
+
+
+@app.command()
 def train(
     model: Annotated[
         str, typer.Option(help="Zoo model with a torch twin that train runs (gpt-tiny).")
@@ -1604,6 +1642,17 @@ def train(
     print_torchrun: Annotated[
         bool, typer.Option(help="Print the torchrun command that runs this job on the cluster, and exit.")
     ] = False,
+    calibrate_: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate",
+            help="Measure this machine first (parplan calibrate and parplan profile) and predict with the result.",
+        ),
+    ] = False,
+    profile_: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Measured per-op times (parplan profile) for the prediction."),
+    ] = None,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -1632,6 +1681,29 @@ def train(
         if not 0 < timeout < math.inf:
             raise InvalidInputError(f"--timeout: must be a positive, finite number of seconds, got {timeout}")
         cl = load_cluster(cluster)
+        if calibrate_:
+            from parplan.cluster_io import cluster_from_json
+            from parplan.runtime.calibrate import calibrated_cluster, measure_local
+
+            if cl.devices[0].kind != "cpu":
+                raise InvalidInputError(
+                    f"--calibrate: measures this machine; use --cluster local:N, not {cl.name!r}"
+                )
+            count = (
+                parse_strategy(strategy).num_devices if strategy is not None else (devices or cl.num_devices)
+            )
+            cl = cluster_from_json(calibrated_cluster(count, measure_local(count)), where="calibration")
+            if not json_:
+                err.print(f"calibrated {cl.name}", highlight=False)
+        prof = None
+        if profile_ is not None:
+            from parplan.cost.profile import read_profile
+
+            prof = read_profile(profile_)
+        elif calibrate_:
+            from parplan.runtime.profile import profile_model
+
+            prof = profile_model(model, **options, repeats=5, warmup=2)
         mem = _mem(memory_limit)
         target = parse_quantity(time_target, "--time-target", "s") if time_target is not None else None
         if strategy is not None:
@@ -1661,6 +1733,7 @@ def train(
                 global_batch=global_batch,
                 memory_limit=mem,
                 time_target=target,
+                profile=prof,
             )
             if not json_:
                 err.print(f"chose {chosen.label()} ({chosen.to_text()}): {how}", highlight=False)
@@ -1685,6 +1758,7 @@ def train(
             check=check,
             progress=True,
             chosen_by=how,
+            profile=prof,
         )
         doc = result.to_json()
         if json_:

@@ -63,10 +63,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
 from parplan.cost.comm import collective_time
 from parplan.cost.memory import MemoryBreakdown
+from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op, OpGraph
 from parplan.strategy import Strategy
@@ -335,6 +337,8 @@ def _build_stage(
     *,
     eager: bool,
     selective: str,
+    profile: Mapping[str, Any] | None = None,
+    profile_scale: float = 1.0,
 ) -> _Stage:
     t, sp = strategy.tp, bool(strategy.sequence_parallel)
     matmuls_seen: dict[int, int] = {}
@@ -350,10 +354,18 @@ def _build_stage(
     for i in ops:
         op = graph.ops[i]
         div = _divide(op, t, sp, in_degree[i])
-        f = _pass_time(op, "F", div, device, dtype, eff, t, eager)
+        measured = profile.get(op.name) if profile else None
+        if measured is not None:  # measured on one device: split like the work, slowed by sharing
+            i_s = measured.I if measured.I is not None else measured.backward_s
+            w_s = measured.W if measured.W is not None else 0.0
+            f = measured.F * profile_scale / div.work
+            st.I += i_s * profile_scale / div.work
+            st.W += w_s * profile_scale / div.work
+        else:
+            f = _pass_time(op, "F", div, device, dtype, eff, t, eager)
+            st.I += _pass_time(op, "I", div, device, dtype, eff, t, eager)
+            st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager)
         st.F += f
-        st.I += _pass_time(op, "I", div, device, dtype, eff, t, eager)
-        st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager)
         n_params = op.param_bytes / elem / div.params
         st.params += n_params
         act = div.act(t, sp)
@@ -459,6 +471,8 @@ def estimate_strategy(
     selective: str = "attention",
     w_keeps_graph: bool = False,
     efficiency: KernelEfficiency | None = None,
+    profile: Profile | None = None,
+    profile_scale: float = 1.0,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -492,6 +506,10 @@ def estimate_strategy(
         Zero Bubble paper's implementation).
     efficiency
         Kernel efficiencies (default: :data:`KERNEL_EFFICIENCY` of the device kind).
+    profile, profile_scale
+        Measured per-op pass times (``parplan profile``) replacing the roofline for the ops they
+        list, divided like the op's work over the tensor-parallel group and multiplied by
+        ``profile_scale`` (e.g. ``N / cores`` when N processes share the cores measured alone).
 
     Raises
     ------
@@ -547,6 +565,8 @@ def estimate_strategy(
             [_device(s, 0, k, strategy) for k in range(strategy.tp)],
             eager=eager,
             selective=selective,
+            profile=None if profile is None else profile.op_map,
+            profile_scale=profile_scale,
         )
         for s, ops in enumerate(stage_ops)
     ]

@@ -692,6 +692,16 @@ class TrainResult:
         }
 
 
+def prediction_options(devices: int, profile: Any = None) -> dict[str, Any]:
+    """How the estimate models this runtime: torch's split backward keeps the graph until W, and a
+    profile measured by one process on one core is slowed by ``devices / cores`` sharing."""
+    opts: dict[str, Any] = {"w_keeps_graph": True}
+    if profile is not None:
+        opts["profile"] = profile
+        opts["profile_scale"] = devices / (os.cpu_count() or 1)
+    return opts
+
+
 def _stage_mem(est: Any, stage: int) -> Any:
     return est.stage_memory[stage] if stage < len(est.stage_memory) else est.memory
 
@@ -725,6 +735,7 @@ def choose_strategy(
     global_batch: int | None = None,
     memory_limit: float | None = None,
     time_target: float | None = None,
+    profile: Any = None,
 ) -> tuple[Strategy, str, Any]:
     """The strategy ``train`` runs when none is given: from the whole-model frontier of this runtime.
 
@@ -737,7 +748,13 @@ def choose_strategy(
 
     graph = build_model(model, dtype="fp32", **dict(model_options or {}))
     f = grid_frontier(
-        graph, cluster, devices, global_batch=global_batch, memory_limit=memory_limit, allowed=runnable
+        graph,
+        cluster,
+        devices,
+        global_batch=global_batch,
+        memory_limit=memory_limit,
+        allowed=runnable,
+        **prediction_options(devices, profile),
     )
     if time_target is not None:
         fit = [e for e in f.fitting() if e.step_s <= time_target]
@@ -797,6 +814,7 @@ def train(
     check: bool = True,
     progress: bool = True,
     chosen_by: str = "--strategy",
+    profile: Any = None,
 ) -> TrainResult:
     """Run ``steps`` training steps of ``model`` on ``strategy`` and compare with the prediction.
 
@@ -828,7 +846,9 @@ def train(
             f"--global-batch {gb}: must be a multiple of dp x micro-batch size = {strategy.dp} x {b}"
         )
     microbatches = gb // (strategy.dp * b)
-    est = estimate_strategy(graph, strategy, cluster, global_batch=gb, w_keeps_graph=True)
+    est = estimate_strategy(
+        graph, strategy, cluster, global_batch=gb, **prediction_options(strategy.num_devices, profile)
+    )
     threads = max(1, (os.cpu_count() or 1) // strategy.num_devices)
     with tempfile.TemporaryDirectory(prefix="parplan-train-") as tmp:
         job = TrainJob(
