@@ -1703,7 +1703,14 @@ def train(
         elif calibrate_:
             from parplan.runtime.profile import profile_model
 
-            prof = profile_model(model, **options, repeats=5, warmup=2)
+            prof = profile_model(
+                model,
+                microbatch_size=microbatch_size or 1,
+                seq_len=seq_len,
+                num_layers=num_layers,
+                repeats=5,
+                warmup=2,
+            )
         mem = _mem(memory_limit)
         target = parse_quantity(time_target, "--time-target", "s") if time_target is not None else None
         if strategy is not None:
