@@ -1168,7 +1168,7 @@ def frontier(
             return
         t0 = time.perf_counter()
         if time_target is not None:
-            if devices is not None or grid is not None:
+            if devices is not None or mesh_ is not None:
                 raise InvalidInputError("--time-target: searches device counts itself; drop --devices/--mesh")
             if checkpointing:
                 raise InvalidInputError(
