@@ -97,7 +97,17 @@ def test_default_frontier_admits_data_parallelism() -> None:
     from parplan.cli import app
 
     runner = CliRunner()
-    base = ["frontier", "--model", "gpt2-small", "--cluster", "8xh100", "--devices", "4", "--json"]
+    base = [
+        "frontier",
+        "--model",
+        "gpt2-small",
+        "--cluster",
+        "8xh100",
+        "--devices",
+        "4",
+        "--operators",
+        "--json",
+    ]
     default = runner.invoke(app, base)
     assert default.exit_code == 0, default.output
     points = json.loads(default.stdout)["points"]

@@ -93,14 +93,30 @@ def test_cli_grid_json_and_chosen_point(tmp_path) -> None:  # type: ignore[no-un
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
     assert doc["kind"] == "strategy-grid" and doc["devices"] == 8
-    assert doc["chosen"]["memory_bytes"]["total"] <= 20 * 2**30
+    assert doc["chosen"]["memory_bytes"] <= 20 * 2**30
     assert doc["chosen"]["step_s"] == min(
-        p["step_s"] for p in doc["points"] if p["memory_bytes"]["total"] <= 20 * 2**30
+        p["step_s"] for p in doc["points"] if p["memory_bytes"] <= 20 * 2**30
     )
+    # the operator-level frontier's point keys keep working
+    assert {"time_s", "memory_bytes", "family", "strategy", "memory_breakdown"} <= set(doc["points"][0])
     plot = tmp_path / "grid.png"
     r = runner.invoke(app, ["frontier", "--model", "llama-7b", "--grid", "--plot", str(plot)])
     assert r.exit_code == 0, r.output
     assert plot.stat().st_size > 1000
+
+
+def test_default_space_is_the_grid_for_transformers_and_operators_on_request() -> None:
+    runner = CliRunner()
+    grid = json.loads(runner.invoke(app, ["frontier", "--model", "llama-7b", "--json"]).stdout)
+    assert grid["kind"] == "strategy-grid" and len(grid["points"]) >= 5
+    assert grid["points"][0]["family"].startswith("DP8+ZeRO")  # data parallel + ZeRO at the fast end
+    assert "RC-full" in grid["points"][-1]["family"]  # checkpointing at the small-memory end
+    ops = json.loads(runner.invoke(app, ["frontier", "--model", "llama-7b", "--operators", "--json"]).stdout)
+    assert ops.get("kind") != "strategy-grid" and "error_bound" in ops
+    mesh = json.loads(
+        runner.invoke(app, ["frontier", "--model", "llama-7b", "--mesh", "2x4", "--json"]).stdout
+    )
+    assert mesh.get("kind") != "strategy-grid"  # an operator-level option selects that search
 
 
 def test_cli_grid_refuses_operator_options_and_says_why() -> None:

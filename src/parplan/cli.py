@@ -1109,12 +1109,18 @@ def frontier(
         bool, typer.Option(help="Also offer layer-level (full) activation checkpointing per layer.")
     ] = False,
     grid: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Whole-model strategies (pp x dp x tp, ZeRO, recompute; one per repeated block) instead of "
-            "per-operator ones: what Megatron-LM, torchtitan and parplan train run."
+            "--grid/--operators",
+            help="--grid: whole-model strategies (pp x dp x tp, ZeRO, recompute; one per repeated block), what "
+            "Megatron-LM, torchtitan and parplan train run. --operators: per-operator strategies (Frontier "
+            "Tracking). Default: --grid for transformers unless --mesh, --checkpointing or --epsilon is given.",
         ),
-    ] = False,
+    ] = None,
+    profile_: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Measured per-op times (parplan profile) for the --grid estimate."),
+    ] = None,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
@@ -1155,17 +1161,50 @@ def frontier(
         mesh_ = _mesh(mesh)
         span = cl.num_devices if time_target is not None or devices is None else devices
         microbatches_ = _frontier_microbatches(graph, microbatches, global_batch, span)
-        if grid:
-            for flag, given in (("--mesh", mesh is not None), ("--checkpointing", checkpointing)):
-                if given:
-                    raise InvalidInputError(
-                        f"{flag}: an operator-level option; --grid searches meshes and full/selective "
-                        "recompute itself. Drop one of them"
-                    )
+        operator_only = [
+            flag
+            for flag, given in (
+                ("--mesh", mesh is not None),
+                ("--checkpointing", checkpointing),
+                ("--epsilon", epsilon != 0.02),
+            )
+            if given
+        ]
+        use_grid = grid
+        if use_grid is None:
+            use_grid = not operator_only and any(op.kind == "attention" for op in graph.ops)
+        if use_grid:
+            if operator_only:
+                raise InvalidInputError(
+                    f"{operator_only[0]}: an operator-level option; --grid searches meshes and full/selective "
+                    "recompute itself. Drop one of them, or give --operators"
+                )
+            prof = None
+            if profile_ is not None:
+                from parplan.cost.profile import read_profile
+
+                prof = read_profile(profile_)
             _grid_frontier_command(
-                graph, cl, devices, microbatches_, mem_limit, time_limit, time_target, output, plot, json_
+                graph,
+                cl,
+                devices,
+                microbatches_,
+                mem_limit,
+                time_limit,
+                time_target,
+                output,
+                plot,
+                json_,
+                prof,
+                note="whole-model strategies (--grid, what train runs); --operators searches per-operator ones"
+                if grid is None
+                else None,
             )
             return
+        if profile_ is not None:
+            raise InvalidInputError(
+                "--profile: the per-operator frontier uses the roofline cost model; use it with --grid"
+            )
         t0 = time.perf_counter()
         if time_target is not None:
             if devices is not None or mesh_ is not None:
@@ -1267,6 +1306,8 @@ def _grid_frontier_command(
     output: Path | None,
     plot: Path | None,
     json_: bool,
+    profile: Any = None,
+    note: str | None = None,
 ) -> None:
     """``frontier --grid``: the whole-model strategy frontier (parplan.frontier.grid)."""
     from parplan.cluster_io import parse_quantity
@@ -1286,6 +1327,7 @@ def _grid_frontier_command(
             parse_quantity(time_target, "--time-target", "s"),
             global_batch=gb,
             memory_limit=mem_limit,
+            profile=profile,
         )
         f, chosen = choice.frontier, choice.point
         if not json_:
@@ -1296,12 +1338,14 @@ def _grid_frontier_command(
                 )
     else:
         count = devices if devices is not None else cl.num_devices
-        f = grid_frontier(graph, cl, count, global_batch=gb, memory_limit=mem_limit)
+        f = grid_frontier(graph, cl, count, global_batch=gb, memory_limit=mem_limit, profile=profile)
         if mem_limit is not None:
             chosen = f.fastest_under(mem_limit)
         elif time_limit is not None:
             chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
     elapsed = time.perf_counter() - t0
+    if note and not json_:
+        err.print(note, highlight=False)
     idle = cl.num_devices - f.devices
     if idle and time_target is None and not json_:
         err.print(

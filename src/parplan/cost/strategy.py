@@ -162,7 +162,8 @@ class StrategyEstimate:
             "microbatches": self.microbatches,
             "step_s": self.step_s,
             "terms_s": dict(self.terms),
-            "memory_bytes": _mem_json(self.memory),
+            "memory_bytes": self.memory.total,
+            "memory_breakdown": _mem_json(self.memory),
             "stage_memory_bytes": [_mem_json(m) for m in self.stage_memory],
             "model_flops": self.model_flops,
             "tokens_per_step": self.tokens_per_step,
@@ -174,14 +175,8 @@ class StrategyEstimate:
 
 
 def _mem_json(m: MemoryBreakdown) -> dict[str, float]:
-    return {
-        "parameters": m.parameters,
-        "gradients": m.gradients,
-        "optimizer_state": m.optimizer_state,
-        "activations": m.activations,
-        "buffers": m.buffers,
-        "total": m.total,
-    }
+    """Bytes by component (they sum to the point's ``memory_bytes``)."""
+    return m.to_json()
 
 
 # ------------------------------------------------------------------------ per-operator division
@@ -466,7 +461,7 @@ def estimate_strategy(
     dtype: str | None = None,
     grad_dtype: str = "bf16",
     grad_reduce_dtype: str | None = None,
-    overlap_grad_reduce: bool = True,
+    overlap_grad_reduce: bool | None = None,
     eager: bool = False,
     selective: str = "attention",
     w_keeps_graph: bool = False,
@@ -493,6 +488,8 @@ def estimate_strategy(
     overlap_grad_reduce
         Bucket the gradient reduction and overlap it with the backward (DDP, FSDP, Megatron's
         ``--overlap-grad-reduce``); False charges all of it after the backward (Megatron-LM 2021).
+        Default: True on accelerators, False on CPU devices, whose collectives (gloo) run on the
+        same cores as the compute.
     eager
         Element-wise work runs as eager PyTorch kernels (:data:`EAGER_TRAFFIC`), not fused.
     selective
@@ -547,6 +544,8 @@ def estimate_strategy(
     m = global_batch // per_step
     device = cluster.devices[0]
     eff = efficiency or kernel_efficiency(device)
+    if overlap_grad_reduce is None:
+        overlap_grad_reduce = device.kind != "cpu"
     if DTYPE_BYTES[dtype] == 4 and grad_dtype == "bf16":
         grad_dtype = dtype  # fp32 training: fp32 gradients
     g_bytes = DTYPE_BYTES[grad_dtype]

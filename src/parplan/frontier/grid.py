@@ -52,7 +52,9 @@ def strategies(
     allowed: Callable[[Strategy], bool] | None = None,
 ) -> list[Strategy]:
     """Every legal strategy on ``devices`` devices (see the module docstring)."""
-    if devices < 1 or devices > cluster.num_devices:
+    if devices < 1:
+        raise InvalidInputError(f"--devices: must be >= 1, got {devices}")
+    if devices > cluster.num_devices:
         raise InvalidInputError(
             f"--devices {devices}: cluster {cluster.name!r} has {cluster.num_devices} devices"
         )
@@ -166,9 +168,13 @@ class GridFrontier:
 
 
 def _point_json(e: StrategyEstimate) -> dict[str, Any]:
+    """The estimate's document plus the keys of an operator-level point (``frontier --json``'s
+    contract: time_s, memory_bytes, family, strategy, memory_breakdown)."""
     doc = e.to_json()
     doc["label"] = e.strategy.label()
     doc["strategy_text"] = e.strategy.to_text()
+    doc["time_s"] = e.step_s
+    doc["family"] = e.strategy.label()
     return doc
 
 
