@@ -154,7 +154,7 @@ def test_zero3_buffers_hold_two_gathered_layers() -> None:
     [
         ({"global_batch": 12}, "dp=8", "multiple of dp x micro-batch size = 8 x 1"),
         ({}, "pp=8", "8 pipeline stages but the model has 2 layers"),
-        ({}, "pp=2,schedule=interleaved-1f1b", "one stage per device"),
+        ({}, "pp=2,schedule=interleaved-1f1b", "one stage per pipeline rank"),
         ({"selective": "most"}, "dp=2", "selective: unknown 'most'"),
         ({"grad_dtype": "int8"}, "dp=2", "grad_dtype: unknown 'int8'"),
     ],

@@ -418,18 +418,11 @@ def _pipeline_makespans(
 ) -> tuple[float, float, tuple[float, ...]]:
     """(makespan with sends, makespan without, peak in-flight activation bytes per stage)."""
     from parplan.problem import PassTimes
-    from parplan.schedule.expert import SCHEDULES, build_schedule, canonical_schedule_name
+    from parplan.schedule.expert import build_schedule, linear_schedule_spec
     from parplan.simulate import compute_metrics, simulate
     from parplan.synthetic import StageOverride, synthetic_problem
 
-    name = canonical_schedule_name(strategy.schedule or "1f1b")
-    spec = SCHEDULES.get(name)
-    if spec is None or spec.placement != "linear":
-        linear = sorted(n for n, s in SCHEDULES.items() if s.placement == "linear")
-        raise InvalidInputError(
-            f"strategy.schedule: {strategy.schedule!r} needs a {spec.placement if spec else 'different'} "
-            f"placement; the strategy estimate runs one stage per device: use one of {', '.join(linear)}"
-        )
+    name = linear_schedule_spec(strategy.schedule).name
 
     def passes(st: _Stage) -> PassTimes:
         return PassTimes.split(F=st.F + st.tp_fwd, I=st.I + st.recompute + st.tp_bwd, W=st.W)

@@ -176,9 +176,7 @@ def _worker(rank: int, job: CalibrationJob) -> None:
 
 def measure_local(devices: int, *, repeats: int = 20, timeout_s: float = 60.0) -> list[Measured]:
     """Run the measurements in ``devices`` processes at once; one record per process."""
-    import torch.multiprocessing as mp
-
-    from parplan.runtime.launch import _wait
+    from parplan.runtime.launch import spawn_devices
 
     if not 1 <= devices <= 64:
         raise InvalidInputError(f"--devices: calibrate takes 1 to 64 processes, got {devices}")
@@ -194,12 +192,7 @@ def measure_local(devices: int, *, repeats: int = 20, timeout_s: float = 60.0) -
             store=os.path.join(tmp, "store"),
             timeout_s=timeout_s,
         )
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(r, job), daemon=True) for r in range(devices)]
-        for p in procs:
-            p.start()
-        _wait(procs, Path(tmp), timeout_s * 4 + 60)
-        return [torch.load(Path(tmp) / f"device{r}.pt", weights_only=False) for r in range(devices)]
+        return spawn_devices(_worker, (job,), devices, tmp, timeout_s * 4 + 60)  # type: ignore[no-any-return]
 
 
 def fit_link(

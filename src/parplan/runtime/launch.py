@@ -360,7 +360,6 @@ def run_plans(
     Starting the processes and importing torch costs seconds; comparing schedules in one launch
     pays it once. Options as in :func:`run_plan`; ``traces`` gives one trace path per plan.
     """
-    import torch.multiprocessing as mp
 
     from parplan.runtime.executor import model_spec_of, stage_io
 
@@ -399,12 +398,9 @@ def run_plans(
             "out_dir": tmp,
             "store": os.path.join(tmp, "store"),
         }
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(r, job), daemon=True) for r in range(world)]
-        for p in procs:
-            p.start()
-        _wait(procs, Path(tmp), timeout_s * (steps + warmup + 2) * len(plans) + 30)
-        results = [_load(Path(tmp) / f"device{r}.pt") for r in range(world)]
+        results = spawn_devices(
+            _worker, (job,), world, tmp, timeout_s * (steps + warmup + 2) * len(plans) + 30
+        )
     out = []
     for k, plan in enumerate(plans):
         trace = traces[k] if traces else None
@@ -444,7 +440,6 @@ def profile_in_workers(
     parplan.cost.profile.Profile
     """
     import torch
-    import torch.multiprocessing as mp
 
     from parplan.cost.profile import OpProfile, Profile
     from parplan.runtime.executor import ModelSpec
@@ -463,12 +458,7 @@ def profile_in_workers(
             "out_dir": tmp,
             "store": os.path.join(tmp, "store"),
         }
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(r, job), daemon=True) for r in range(num_devices)]
-        for p in procs:
-            p.start()
-        _wait(procs, Path(tmp), timeout_s + 30)
-        per_device = [_load(Path(tmp) / f"device{r}.pt")[0]["ops"] for r in range(num_devices)]
+        per_device = [r[0]["ops"] for r in spawn_devices(_worker, (job,), num_devices, tmp, timeout_s + 30)]
     ops = {}
     for op in per_device[0]:
         vals = [d[op] for d in per_device]
@@ -498,6 +488,24 @@ def profile_in_workers(
             )
         ),
     )
+
+
+def spawn_devices(
+    target: Any, args: tuple[Any, ...], world: int, out_dir: str | Path, limit_s: float
+) -> list[Any]:
+    """Start ``target(rank, *args)`` in ``world`` spawned processes and collect ``device{rank}.pt``.
+
+    Every device process writes its result (or ``device{rank}.err``) to ``out_dir``; on the first
+    failure the others are stopped and its error is raised (:func:`_wait`).
+    """
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(r, *args), daemon=True) for r in range(world)]
+    for p in procs:
+        p.start()
+    _wait(procs, Path(out_dir), limit_s)
+    return [_load(Path(out_dir) / f"device{r}.pt") for r in range(world)]
 
 
 def _load(path: Path) -> Any:

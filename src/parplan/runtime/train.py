@@ -231,17 +231,11 @@ def pipeline_csv(strategy: Strategy, microbatches: int) -> str:
     from parplan.plan import Plan
     from parplan.problem import PassTimes
     from parplan.report.export import to_pipelining_csv
-    from parplan.schedule.expert import SCHEDULES, build_schedule, canonical_schedule_name
+    from parplan.schedule.expert import build_schedule, linear_schedule_spec
     from parplan.synthetic import synthetic_problem
 
-    name = canonical_schedule_name(strategy.schedule or "1f1b")
-    spec = SCHEDULES.get(name)
-    if spec is None or spec.placement != "linear":
-        linear = sorted(n for n, sp in SCHEDULES.items() if sp.placement == "linear")
-        raise InvalidInputError(
-            f"strategy.schedule: train runs one stage per pipeline rank; {strategy.schedule!r} is not such a "
-            f"schedule. Use one of {', '.join(linear)}"
-        )
+    spec = linear_schedule_spec(strategy.schedule)
+    name = spec.name
     costs = PassTimes.split(F=1.0, I=1.0, W=1.0) if spec.needs_split_backward else PassTimes(F=1.0, B=2.0)
     problem = synthetic_problem(pp=strategy.pp, microbatches=microbatches, costs=costs)
     return to_pipelining_csv(Plan.from_schedule(problem, build_schedule(name, problem)), fused="split")
@@ -280,12 +274,6 @@ def _regroup_rows(linear: nn.Linear, order: Tensor) -> None:
             linear.bias.copy_(linear.bias[order])
 
 
-def _fused_parts(name: str, model: TrainModel) -> int:
-    if name.endswith("attn.qkv"):
-        return 3
-    return 1
-
-
 def apply_tensor_parallel(model: TrainModel, tp_mesh: Any, sequence_parallel: bool) -> dict[str, Tensor]:
     """DTensor TP (+ SP) on every layer and the head; returns the row orders applied (for un-doing)."""
     from torch.distributed.tensor import Replicate, Shard
@@ -311,6 +299,7 @@ def apply_tensor_parallel(model: TrainModel, tp_mesh: Any, sequence_parallel: bo
             module = seg.ops[key]
             if name.endswith(("attn.qkv", "mlp.up")):
                 lin = module.linear
+                # fused Q|K|V rows regrouped per rank; a gated MLP's gate|up would be 2 parts
                 parts = 3 if name.endswith("attn.qkv") else 1
                 if parts > 1:
                     order = _qkv_order(lin.out_features, tp, parts)
@@ -449,11 +438,10 @@ def _clean_name(name: str) -> str:
     return name
 
 
-def _batch(graph_model: Any, step: int, dp_rank: int, j: int, job: TrainJob, dp: int) -> dict[str, Tensor]:
+def _batch(graph_model: Any, dp_rank: int, j: int, job: TrainJob) -> dict[str, Tensor]:
     """Micro-batch ``j`` of data-parallel rank ``dp_rank``: a fixed synthetic dataset of one global
     batch, seen again every step (random tokens carry nothing to learn, so a falling loss shows the
     model fitting the batch)."""
-    del step, dp
     return graph_model.make_batch(dp_rank * job.microbatches + j, job.seed)  # type: ignore[no-any-return]
 
 
@@ -531,7 +519,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
     grads: dict[str, Tensor] | None = None
     grad_bytes = 0.0
     t_start = time.perf_counter()
-    batches = [_batch(graph_model, 0, dp_rank, j, job, s.dp) for j in range(job.microbatches)]
+    batches = [_batch(graph_model, dp_rank, j, job) for j in range(job.microbatches)]
     if device_type == "cuda":
         batches = [{k: v.cuda() for k, v in b.items()} for b in batches]
     for step in range(job.steps):
@@ -634,7 +622,7 @@ def reference_run(job: TrainJob) -> tuple[list[float], dict[str, Tensor]]:
         total = 0.0
         for r in range(s.dp):
             for j in range(job.microbatches):
-                loss = model(_batch(graph_model, step, r, j, job, s.dp)) / n
+                loss = model(_batch(graph_model, r, j, job)) / n
                 loss.backward()
                 total += float(loss.detach())
         if step == 0:
@@ -786,17 +774,10 @@ def choose_strategy(
 
 def launch_train(job: TrainJob) -> list[DeviceReport]:
     """Start one process per device of ``job.strategy`` on this machine and collect their reports."""
-    import torch.multiprocessing as mp
-
-    from parplan.runtime.launch import _wait
+    from parplan.runtime.launch import spawn_devices
 
     world = job.strategy.num_devices
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, world, job), daemon=True) for r in range(world)]
-    for p in procs:
-        p.start()
-    _wait(procs, Path(job.out_dir), job.timeout_s * (job.steps + 2) + 60)
-    return [torch.load(Path(job.out_dir) / f"device{r}.pt", weights_only=False) for r in range(world)]
+    return spawn_devices(_worker, (world, job), world, job.out_dir, job.timeout_s * (job.steps + 2) + 60)
 
 
 def train(

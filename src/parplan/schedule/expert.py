@@ -512,6 +512,23 @@ SCHEDULE_ALIASES: dict[str, str] = {
 }
 
 
+def linear_schedule_spec(name: str | None, where: str = "strategy.schedule") -> ScheduleSpec:
+    """The built-in schedule ``name`` (default 1f1b) if it runs one stage per device (linear placement).
+
+    Whole-model strategies (the strategy estimate, ``parplan train``) run one pipeline stage per
+    rank; interleaved and V schedules need several, and are refused naming the ones that fit.
+    """
+    canonical = canonical_schedule_name(name or "1f1b")
+    spec = SCHEDULES.get(canonical)
+    if spec is None or spec.placement != "linear":
+        linear = sorted(n for n, sp in SCHEDULES.items() if sp.placement == "linear")
+        needs = f"needs the {spec.placement} placement" if spec else "is not a built-in schedule"
+        raise InvalidInputError(
+            f"{where}: {name!r} {needs}; one stage per pipeline rank runs one of {', '.join(linear)}"
+        )
+    return spec
+
+
 def _squash(name: str) -> str:
     return "".join(c for c in name.lower() if c not in "-_ ")
 
