@@ -1,6 +1,7 @@
 """The whole-model frontier against measurement: every strategy train runs, predicted beside measured.
 
-Suite ``train``: gpt-tiny on 4 local processes (gloo, sharing this machine's cores), global batch 4.
+Suite ``train``: gpt-tiny and moe-small on 4 local processes (gloo, sharing this machine's cores),
+global batch 4.
 First ``parplan calibrate`` (GEMM, stream, all-reduce under load, send/recv with 4 processes) and
 ``parplan profile`` (per-op times, one process) measure the machine; then every point of the
 runnable strategy frontier (``frontier --grid`` restricted to what ``parplan train`` executes) is
@@ -8,8 +9,8 @@ trained for ``STEPS`` steps. Reported per point: median step time (steps 2..N, s
 beside the calibrated prediction, peak memory per device (tensor accounting: state + saved
 activations) beside the prediction of the same components, the loss check against one process, and
 over all points the median time error and the Spearman rank correlation of predicted and measured
-times. moe-small is not in the table: train runs gpt-tiny only (its MoE layers have no tensor-
-parallel plan yet).
+times, per model. moe-small runs tp = 1 strategies only (its MoE layers have no tensor-parallel
+plan in train yet).
 
 Run alone: ``python bench/bench_train.py``.
 """
@@ -21,7 +22,8 @@ import sys
 from typing import Any
 
 DEVICES = 4
-STEPS = 5
+#: (model, steps): moe-small's steps take seconds each on this machine.
+MODELS = (("gpt-tiny", 5), ("moe-small", 3))
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -55,62 +57,67 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from parplan.runtime.train import choose_strategy, train
 
     cluster = cluster_from_json(calibrated_cluster(DEVICES, measure_local(DEVICES)), where="calibration")
-    prof = profile_model("gpt-tiny", repeats=5, warmup=2)
-    _, _, frontier = choose_strategy("gpt-tiny", cluster, DEVICES, profile=prof)
-    points = list(frontier.points)
-    if quick:
-        points = points[:3]
     rows = []
-    for est in points:
-        r = train("gpt-tiny", est.strategy, cluster, steps=STEPS, progress=False, profile=prof)
-        rows.append(
-            {
-                "suite": "train",
-                "strategy": est.strategy.label(),
-                "strategy_text": est.strategy.to_text(),
-                "predicted_s": r.predicted_step_s,
-                "measured_s": r.measured_step_s,
-                "time_error": r.measured_step_s / r.predicted_step_s - 1,
-                "predicted_mem": max(r.predicted_peak_memory_bytes),
-                "measured_mem": max(r.measured_peak_memory_bytes),
-                "mem_ratio": max(r.measured_peak_memory_bytes) / max(r.predicted_peak_memory_bytes),
-                "loss_rel_err": r.max_loss_rel_err,
-                "grad_err": r.max_grad_abs_err,
-                "calibration": cluster.meta_dict.get("measured") if hasattr(cluster, "meta_dict") else None,
-            }
-        )
+    for model, steps in MODELS:
+        prof = profile_model(model, repeats=5, warmup=2)
+        _, _, frontier = choose_strategy(model, cluster, DEVICES, profile=prof)
+        points = list(frontier.points)[: 3 if quick else None]
+        for est in points:
+            r = train(model, est.strategy, cluster, steps=steps, progress=False, profile=prof)
+            rows.append(_row(model, est, r, cluster))
     return rows
+
+
+def _row(model: str, est: Any, r: Any, cluster: Any) -> dict[str, Any]:
+    return {
+        "suite": "train",
+        "model": model,
+        "strategy": est.strategy.label(),
+        "strategy_text": est.strategy.to_text(),
+        "predicted_s": r.predicted_step_s,
+        "measured_s": r.measured_step_s,
+        "time_error": r.measured_step_s / r.predicted_step_s - 1,
+        "predicted_mem": max(r.predicted_peak_memory_bytes),
+        "measured_mem": max(r.measured_peak_memory_bytes),
+        "mem_ratio": max(r.measured_peak_memory_bytes) / max(r.predicted_peak_memory_bytes),
+        "loss_rel_err": r.max_loss_rel_err,
+        "grad_err": r.max_grad_abs_err,
+        "calibration": dict(cluster.meta).get("measured") if cluster.meta else None,
+    }
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "## Frontier against measurement",
         "",
-        f"gpt-tiny, {DEVICES} local processes (gloo on this machine's cores), global batch {DEVICES}, every point "
-        "of the strategy frontier that `parplan train` runs, each trained for "
-        f"{STEPS} steps after `parplan calibrate` + `parplan profile` measured the machine. Time: median step "
-        "(steps 2..N, slowest process). Memory: tensor accounting (state + peak saved activations) against the "
-        "prediction of the same components.",
+        f"gpt-tiny and moe-small, {DEVICES} local processes (gloo on this machine's cores), global batch "
+        f"{DEVICES}, every point of the strategy frontier that `parplan train` runs (moe-small: tp = 1), each "
+        f"trained for {', '.join(f'{s} ({m})' for m, s in MODELS)} steps after `parplan calibrate` + "
+        "`parplan profile` measured the machine. Time: median step (steps 2..N, slowest process). Memory: tensor "
+        "accounting (state + peak saved activations) against the prediction of the same components.",
         "",
-        "| strategy | predicted step | measured step | time error | predicted memory | measured memory | "
+        "| model | strategy | predicted step | measured step | time error | predicted memory | measured memory | "
         "memory ratio | loss rel. err | grad err |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['strategy']} | {r['predicted_s'] * 1e3:.1f} ms | {r['measured_s'] * 1e3:.1f} ms | "
+            f"| {r['model']} | {r['strategy']} | {r['predicted_s'] * 1e3:.1f} ms | {r['measured_s'] * 1e3:.1f} ms | "
             f"{r['time_error']:+.0%} | {r['predicted_mem'] / 2**20:.1f} MiB | {r['measured_mem'] / 2**20:.1f} MiB | "
             f"{r['mem_ratio']:.2f} | {r['loss_rel_err']:.1e} | {r['grad_err']:.1e} |"
         )
-    if rows:
-        errs = [abs(r["time_error"]) for r in rows]
-        rho = spearman([r["predicted_s"] for r in rows], [r["measured_s"] for r in rows])
-        lines += [
-            "",
-            f"Median |time error| {statistics.median(errs):.0%} (target 25%), Spearman rank correlation of predicted "
-            f"and measured step times {rho:.2f} over {len(rows)} points (target 0.8). Memory ratios "
-            f"{min(r['mem_ratio'] for r in rows):.2f}-{max(r['mem_ratio'] for r in rows):.2f} (target within 1.5x).",
-        ]
+    lines.append("")
+    for model, _ in MODELS:
+        sub = [r for r in rows if r["model"] == model]
+        if not sub:
+            continue
+        errs = [abs(r["time_error"]) for r in sub]
+        rho = spearman([r["predicted_s"] for r in sub], [r["measured_s"] for r in sub])
+        lines.append(
+            f"- {model}: median |time error| {statistics.median(errs):.0%} (target 25%), Spearman rank correlation "
+            f"of predicted and measured step times {rho:.2f} over {len(sub)} points (target 0.8), memory ratios "
+            f"{min(r['mem_ratio'] for r in sub):.2f}-{max(r['mem_ratio'] for r in sub):.2f} (target within 1.5x)."
+        )
     return "\n".join(lines)
 
 

@@ -197,3 +197,17 @@ def test_calibrate_writes_a_cluster_the_estimate_reads(tmp_path) -> None:  # typ
     assert cl.num_devices == 2 and cl.devices[0].kind == "cpu"
     # the estimate's GEMM efficiency is divided back out: peak x 0.6 = what was measured
     assert cl.devices[0].flops("fp32") * 0.6 == pytest.approx(measured["gemm_flops_per_process"], rel=1e-9)
+
+
+def test_moe_small_trains_without_tensor_parallelism() -> None:
+    with pytest.raises(InvalidInputError, match="moe-small has no tensor-parallel plan"):
+        check_strategy(parse_strategy("dp=2,tp=2"), "moe-small")
+    s, _, f = choose_strategy("moe-small", LOCAL4, 4)
+    assert all(e.strategy.tp == 1 for e in f.evaluated)
+
+
+@pytest.mark.slow
+def test_moe_small_pipeline_equals_one_process() -> None:
+    r = train("moe-small", parse_strategy("pp=2,dp=2,recompute=full"), LOCAL4, steps=2, progress=False)
+    assert r.max_grad_abs_err is not None and r.max_grad_abs_err <= 1e-4
+    assert r.ref_losses is not None and r.losses == pytest.approx(r.ref_losses, rel=1e-4)

@@ -1764,7 +1764,7 @@ def train(
                         f"{flag}: chooses a strategy, but --strategy names one; give one of them"
                     )
             chosen = parse_strategy(strategy)
-            check_strategy(chosen)
+            check_strategy(chosen, model)
             if devices is not None and devices != chosen.num_devices:
                 raise InvalidInputError(
                     f"--devices {devices}: strategy {chosen.to_text()!r} uses {chosen.num_devices} devices"

@@ -66,8 +66,11 @@ from parplan.runtime.modules import (
 )
 from parplan.strategy import Strategy
 
-#: Models ``train`` runs: the torch twins of the zoo whose layers are plain transformer blocks.
-TRAIN_MODELS = ("gpt-tiny",)
+#: Models ``train`` runs: the torch twins of the zoo whose layers pass one tensor to the next.
+TRAIN_MODELS = ("gpt-tiny", "moe-small")
+#: ... and those with a tensor-parallel plan (MoE experts have none yet: their tp would be expert
+#: parallelism).
+TP_MODELS = ("gpt-tiny",)
 BACKENDS = ("gloo", "nccl")
 
 
@@ -694,8 +697,13 @@ def _stage_mem(est: Any, stage: int) -> Any:
     return est.stage_memory[stage] if stage < len(est.stage_memory) else est.memory
 
 
-def check_strategy(strategy: Strategy) -> None:
+def check_strategy(strategy: Strategy, model: str = "gpt-tiny") -> None:
     """Refuse what this runtime does not execute, saying what to do instead."""
+    if strategy.tp > 1 and model not in TP_MODELS:
+        raise InvalidInputError(
+            f"strategy {strategy.to_text()!r}: {model} has no tensor-parallel plan in train (its experts "
+            f"would need expert parallelism); use tp=1 with dp, zero, recompute and pp"
+        )
     if strategy.pp > 1:
         pipeline_csv(strategy, strategy.pp)  # a schedule that is not one stage per rank is refused here
     if strategy.zero == 1 and strategy.tp > 1:
@@ -705,10 +713,10 @@ def check_strategy(strategy: Strategy) -> None:
         )
 
 
-def runnable(strategy: Strategy) -> bool:
-    """Whether this runtime executes ``strategy`` (see :func:`check_strategy`)."""
+def runnable(strategy: Strategy, model: str = "gpt-tiny") -> bool:
+    """Whether this runtime executes ``strategy`` on ``model`` (see :func:`check_strategy`)."""
     try:
-        check_strategy(strategy)
+        check_strategy(strategy, model)
     except InvalidInputError:
         return False
     return True
@@ -741,7 +749,7 @@ def choose_strategy(
         devices,
         global_batch=global_batch,
         memory_limit=memory_limit,
-        allowed=runnable,
+        allowed=lambda st: runnable(st, model),
         **prediction_options(devices, profile),
     )
     if time_target is not None:
@@ -807,7 +815,7 @@ def train(
     from parplan.cost.strategy import estimate_strategy
     from parplan.graph.zoo import build_model
 
-    check_strategy(strategy)
+    check_strategy(strategy, model)
     if backend not in BACKENDS:
         raise InvalidInputError(f"--backend: unknown {backend!r}; use {' or '.join(BACKENDS)}")
     if steps < 1:
@@ -958,7 +966,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="parplan-train")
     a = ap.parse_args(argv)
     strategy = parse_strategy(a.strategy)
-    check_strategy(strategy)
+    check_strategy(strategy, a.model)
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
     if world != strategy.num_devices:
         raise SystemExit(
