@@ -202,8 +202,8 @@ def test_calibrate_writes_a_cluster_the_estimate_reads(tmp_path) -> None:  # typ
 def test_moe_small_trains_without_tensor_parallelism() -> None:
     with pytest.raises(InvalidInputError, match="moe-small has no tensor-parallel plan"):
         check_strategy(parse_strategy("dp=2,tp=2"), "moe-small")
-    s, _, f = choose_strategy("moe-small", LOCAL4, 4)
-    assert all(e.strategy.tp == 1 for e in f.evaluated)
+    chosen, _, f = choose_strategy("moe-small", LOCAL4, 4)
+    assert chosen.tp == 1 and all(e.strategy.tp == 1 for e in f.evaluated)
 
 
 @pytest.mark.slow
