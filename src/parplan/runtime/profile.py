@@ -82,7 +82,8 @@ def _measure_once(
     xs = [t for v in inputs for t in value_tensors(v) if t.requires_grad]
     ti = tw = 0.0
     if ys and xs:
-        ti, _ = timed(lambda: torch.autograd.grad(ys, xs, dys, retain_graph=True))
+        # allow_unused: an input may reach the output through integer ops only (MoE expert ids)
+        ti, _ = timed(lambda: torch.autograd.grad(ys, xs, dys, retain_graph=True, allow_unused=True))
     if ys and params:
         tw, _ = timed(lambda: torch.autograd.grad(ys, params, dys, allow_unused=True))
     return tf, ti, tw, sum(saved.values())
