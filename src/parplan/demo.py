@@ -5,6 +5,8 @@
 2. DualPipe's own setting (8 devices, 20 micro-batches, F=I=W=1, F&B=3): DualPipe against the
    planner under DualPipe's peak memory.
 3. The time-memory frontier of llama-7b's intra-operator strategies on 8 H100s.
+4. The frontier of its whole-model strategies (pp x dp x tp, ZeRO, recompute), estimated term by
+   term: what ``parplan train`` runs.
 
 Usage: python -m parplan.demo [OUT_DIR] [--time-limit S]
 """
@@ -127,6 +129,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(f.points)} Pareto points from {fast.family} ({fast.time_s * 1e3:.0f} ms, "
         f"{fast.memory_bytes / 2**30:.1f} GiB) to {lean.family} ({lean.time_s * 1e3:.0f} ms, "
         f"{lean.memory_bytes / 2**30:.1f} GiB); fastest under 40 GB: {chosen.family}",
+        highlight=False,
+    )
+    # 4. the frontier of whole-model strategies (pp x dp x tp, ZeRO, recompute), what train runs
+    from parplan.frontier.grid import grid_frontier
+
+    t0 = time.perf_counter()
+    g = grid_frontier(build_model("llama-7b"), cluster, 8, global_batch=64)
+    pick = g.fastest_under(40e9)
+    write_pareto_plot(
+        g.as_frontier(),
+        out / "llama7b.grid.png",
+        chosen=g.point(pick),
+        memory_limit=40e9,
+        title="llama-7b: whole-model strategies on 8 x h100",
+    )
+    console.print(
+        f"strategy frontier: llama-7b on 8 x H100, global batch 64 ({time.perf_counter() - t0:.1f} s): "
+        f"{len(g.points)} of {len(g.evaluated)} strategies, from {g.fastest.strategy.label()} "
+        f"({g.fastest.step_s:.2f} s/step, {g.fastest.memory.total / 2**30:.1f} GiB) to "
+        f"{g.least_memory.strategy.label()} ({g.least_memory.step_s:.2f} s, "
+        f"{g.least_memory.memory.total / 2**30:.1f} GiB); fastest under 40 GB: {pick.strategy.label()}",
         highlight=False,
     )
     console.print(f"[green]demo done in {time.perf_counter() - t_start:.0f} s[/]; pictures in {out}/")
