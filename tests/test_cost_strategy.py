@@ -182,7 +182,30 @@ def test_megatron_weak_scaling_within_15_percent(run) -> None:  # type: ignore[n
 def test_torchtitan_rows_are_reported_honestly() -> None:
     # Not within 15% (the 500 W power limit of those H100s is not modelled); the figure reached is
     # pinned so a change that moves it is seen, and eager stays slower than compiled.
-    eager, compiled = (r.predicted(r.estimate()) for r in torchtitan_runs())
-    assert eager < compiled
+    eager, compiled, float8 = (r.predicted(r.estimate()) for r in torchtitan_runs())
+    assert eager < compiled < float8
     assert eager / 5762 == pytest.approx(1.49, abs=0.05)
     assert compiled / 6667 == pytest.approx(1.45, abs=0.05)
+    # the same factor on every row: the gains of compile and of Float8 are predicted as published
+    assert float8 / compiled == pytest.approx(8532 / 6667, rel=0.05)
+
+
+def test_fp8_runs_the_linear_gemms_at_the_fp8_peak_with_casts() -> None:
+    g = _chain(1)  # one compute-bound linear: 1e12 FLOPs per pass, a 4096 x 4096 output
+    op = g.ops[0]
+    traffic = 1e9  # bytes per pass, so that the casts cost something
+    g = OpGraph(
+        name="one",
+        ops=(replace(op, fwd_bytes=traffic, bwd_input_bytes=traffic, bwd_weight_bytes=traffic),),
+        edges=(),
+        meta=g.meta,
+    )
+    bf16 = estimate_strategy(g, Strategy(), H100)
+    fp8 = estimate_strategy(g, Strategy(), H100, gemm_dtype="fp8")
+    util = 1024 / (8 * 132)  # 32 x 32 output tiles of 128 on 132 SMs: 8 waves
+    assert bf16.terms["compute"] == pytest.approx(3 * 1e12 / (989e12 * 0.7 * util), rel=1e-9)
+    cast = 3 * (traffic / 2) * 3 / (3.35e12 * 0.8)  # 3 passes, 2-byte elements, 3 bytes per cast element
+    assert fp8.terms["compute"] == pytest.approx(3 * 1e12 / (1979e12 * 0.7 * util) + cast, rel=1e-9)
+    assert fp8.memory == bf16.memory  # storage stays 16-bit
+    with pytest.raises(InvalidInputError, match="list no fp8 peak"):
+        estimate_strategy(g, Strategy(), load_cluster("8xa100"), gemm_dtype="fp8")

@@ -131,3 +131,14 @@ def test_cli_grid_time_target_memory_message() -> None:
     )
     assert r.exit_code != 0
     assert "memory is what fails, not time" in r.output
+
+
+def test_cli_fp8_is_float8_training_on_the_grid() -> None:
+    runner = CliRunner()
+    fp8 = json.loads(
+        runner.invoke(app, ["frontier", "--model", "llama-7b", "--dtype", "fp8", "--json"]).stdout
+    )
+    bf16 = json.loads(runner.invoke(app, ["frontier", "--model", "llama-7b", "--json"]).stdout)
+    assert fp8["points"][0]["step_s"] < bf16["points"][0]["step_s"]
+    r = runner.invoke(app, ["frontier", "--model", "llama-7b", "--dtype", "fp8", "--operators"])
+    assert r.exit_code == 2 and "use --grid" in r.output

@@ -1137,13 +1137,15 @@ def frontier(
         from parplan.frontier import frontier as ft
         from parplan.graph.zoo import resolve_model
 
+        # fp8 is float8 training (torchao): 16-bit storage, the linear layers' GEMMs in fp8
+        fp8 = dtype == "fp8"
         opts = {
             k: v
             for k, v in {
                 "microbatch_size": microbatch_size,
                 "seq_len": seq_len,
                 "num_layers": num_layers,
-                "dtype": dtype,
+                "dtype": "bf16" if fp8 else dtype,
             }.items()
             if v is not None
         }
@@ -1173,6 +1175,11 @@ def frontier(
         use_grid = grid
         if use_grid is None:
             use_grid = not operator_only and any(op.kind == "attention" for op in graph.ops)
+        if fp8 and not use_grid:
+            raise InvalidInputError(
+                "--dtype fp8: float8 training (fp8 GEMMs, 16-bit storage) is modelled by the whole-model "
+                "estimate; use --grid (the per-operator frontier takes fp32, bf16 or fp16)"
+            )
         if use_grid:
             if operator_only:
                 raise InvalidInputError(
@@ -1199,6 +1206,7 @@ def frontier(
                 note="whole-model strategies (--grid, what train runs); --operators searches per-operator ones"
                 if grid is None
                 else None,
+                gemm_dtype="fp8" if fp8 else None,
             )
             return
         if profile_ is not None:
@@ -1308,8 +1316,12 @@ def _grid_frontier_command(
     json_: bool,
     profile: Any = None,
     note: str | None = None,
+    gemm_dtype: str | None = None,
 ) -> None:
     """``frontier --grid``: the whole-model strategy frontier (parplan.frontier.grid)."""
+    extra: dict[str, Any] = {"profile": profile}
+    if gemm_dtype is not None:
+        extra["gemm_dtype"] = gemm_dtype
     from parplan.cluster_io import parse_quantity
     from parplan.cost.memory import MEMORY_COMPONENTS
     from parplan.frontier.grid import fewest_devices_grid, grid_frontier
@@ -1327,7 +1339,7 @@ def _grid_frontier_command(
             parse_quantity(time_target, "--time-target", "s"),
             global_batch=gb,
             memory_limit=mem_limit,
-            profile=profile,
+            **extra,
         )
         f, chosen = choice.frontier, choice.point
         if not json_:
@@ -1338,7 +1350,7 @@ def _grid_frontier_command(
                 )
     else:
         count = devices if devices is not None else cl.num_devices
-        f = grid_frontier(graph, cl, count, global_batch=gb, memory_limit=mem_limit, profile=profile)
+        f = grid_frontier(graph, cl, count, global_batch=gb, memory_limit=mem_limit, **extra)
         if mem_limit is not None:
             chosen = f.fastest_under(mem_limit)
         elif time_limit is not None:

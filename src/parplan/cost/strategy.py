@@ -239,10 +239,26 @@ def _divide(op: Op, t: int, sp: bool, inputs: int) -> _Div:
 EAGER_TRAFFIC = {"norm": 4.0, "elementwise": 2.0}
 
 
+#: torchao's float8 training casts each GEMM's two operands to fp8 (dynamic per-tensor scaling: an
+#: amax reduction, then the cast): read 16-bit, write 8-bit, per operand and pass.
+FP8_CAST_BYTES_PER_ELEMENT = 3
+
+
 def _pass_time(
-    op: Op, kind: str, div: _Div, device: DeviceSpec, dtype: str, eff: KernelEfficiency, t: int, eager: bool
+    op: Op,
+    kind: str,
+    div: _Div,
+    device: DeviceSpec,
+    dtype: str,
+    eff: KernelEfficiency,
+    t: int,
+    eager: bool,
+    gemm_dtype: str | None = None,
 ) -> float:
-    """Seconds of pass ``kind`` (F, I or W) of ``op`` on one device of its tensor-parallel group."""
+    """Seconds of pass ``kind`` (F, I or W) of ``op`` on one device of its tensor-parallel group.
+
+    ``gemm_dtype`` (``fp8``) runs the linear layers' GEMMs at that dtype's peak, with the casts
+    of both operands as extra memory traffic; everything else stays in ``dtype``."""
     if kind == "F":
         flops, nbytes = op.fwd_flops, op.fwd_bytes
     elif kind == "I":
@@ -268,6 +284,10 @@ def _pass_time(
         if attr.get("tp") == "column":
             out //= t
         util = wave_utilization(_tokens(op), out, SM_COUNT.get(device.kind))
+        if gemm_dtype is not None and op.kind in ("linear", "moe_experts"):
+            elements = nbytes / DTYPE_BYTES.get(dtype, 2)  # inputs, weights and outputs of the pass
+            cast_s = elements * FP8_CAST_BYTES_PER_ELEMENT / (device.memory_bandwidth_Bps * eff.memory)
+            return max(flops / (device.flops(gemm_dtype) * eff.gemm * util), memory_s) + cast_s
         return max(flops / (peak * eff.gemm * util), memory_s)
     return max(flops / (peak * eff.other), memory_s)
 
@@ -334,6 +354,7 @@ def _build_stage(
     selective: str,
     profile: Mapping[str, Any] | None = None,
     profile_scale: float = 1.0,
+    gemm_dtype: str | None = None,
 ) -> _Stage:
     t, sp = strategy.tp, bool(strategy.sequence_parallel)
     matmuls_seen: dict[int, int] = {}
@@ -357,9 +378,9 @@ def _build_stage(
             st.I += i_s * profile_scale / div.work
             st.W += w_s * profile_scale / div.work
         else:
-            f = _pass_time(op, "F", div, device, dtype, eff, t, eager)
-            st.I += _pass_time(op, "I", div, device, dtype, eff, t, eager)
-            st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager)
+            f = _pass_time(op, "F", div, device, dtype, eff, t, eager, gemm_dtype)
+            st.I += _pass_time(op, "I", div, device, dtype, eff, t, eager, gemm_dtype)
+            st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager, gemm_dtype)
         st.F += f
         n_params = op.param_bytes / elem / div.params
         st.params += n_params
@@ -461,6 +482,7 @@ def estimate_strategy(
     efficiency: KernelEfficiency | None = None,
     profile: Profile | None = None,
     profile_scale: float = 1.0,
+    gemm_dtype: str | None = None,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -496,6 +518,10 @@ def estimate_strategy(
         Zero Bubble paper's implementation).
     efficiency
         Kernel efficiencies (default: :data:`KERNEL_EFFICIENCY` of the device kind).
+    gemm_dtype
+        ``fp8``: float8 training as torchao runs it: the linear layers' GEMMs at the device's fp8
+        peak, both operands cast per pass (:data:`FP8_CAST_BYTES_PER_ELEMENT`), parameters,
+        activations and optimizer state unchanged in ``dtype``.
     profile, profile_scale
         Measured per-op pass times (``parplan profile``) replacing the roofline for the ops they
         list, divided like the op's work over the tensor-parallel group and multiplied by
@@ -518,6 +544,13 @@ def estimate_strategy(
     ):
         if value is not None and value not in DTYPE_BYTES:
             raise InvalidInputError(f"{name}: unknown {value!r}; use one of {', '.join(DTYPE_BYTES)}")
+    if gemm_dtype not in (None, "fp8"):
+        raise InvalidInputError(f"gemm_dtype: only fp8 runs GEMMs apart from the dtype, got {gemm_dtype!r}")
+    if gemm_dtype is not None and not any(d == gemm_dtype for d, _ in cluster.devices[0].peak_flops):
+        raise InvalidInputError(
+            f"--dtype {gemm_dtype}: {cluster.devices[0].kind} devices of cluster {cluster.name!r} list no "
+            f"{gemm_dtype} peak (they list {', '.join(d for d, _ in cluster.devices[0].peak_flops)})"
+        )
     if selective not in SELECTIVE_POLICIES:
         raise InvalidInputError(
             f"selective: unknown {selective!r}; use one of {', '.join(SELECTIVE_POLICIES)}"
@@ -559,6 +592,7 @@ def estimate_strategy(
             selective=selective,
             profile=None if profile is None else profile.op_map,
             profile_scale=profile_scale,
+            gemm_dtype=gemm_dtype,
         )
         for s, ops in enumerate(stage_ops)
     ]
