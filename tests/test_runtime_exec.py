@@ -279,10 +279,15 @@ def test_measured_trace_layout() -> None:
     )
     events = measured_trace(plan, timings)["traceEvents"]
     compute = [e for e in events if e["ph"] == "X" and e["tid"] == 0]
+    # the planned trace's names (one writer in report/trace.py for both)
     assert [(e["pid"], e["name"], e["ts"], e["dur"]) for e in compute] == [
-        (0, "0F0", 0.0, 2000.0),
-        (1, "1F0", 2000.0, 3000.0),
+        (0, "F mb0 stage0", 0.0, 2000.0),
+        (1, "F mb0 stage1", 2000.0, 3000.0),
     ]
+    from parplan.report.trace import plan_to_chrome_trace
+
+    planned = {e["name"] for e in plan_to_chrome_trace(plan)["traceEvents"] if e.get("cat") == "compute"}
+    assert {e["name"] for e in compute} <= planned
     waits = [e for e in events if e["ph"] == "X" and e["tid"] == 1]
     assert [(e["pid"], e["dur"]) for e in waits] == [(1, 1000.0)]
     counters = [e for e in events if e["ph"] == "C"]

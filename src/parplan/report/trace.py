@@ -1,4 +1,8 @@
-"""Chrome trace JSON of plans, to open in Perfetto (ui.perfetto.dev) or chrome://tracing.
+"""Chrome trace JSON of plans and of measured runs, to open in Perfetto (ui.perfetto.dev) or chrome://tracing.
+
+The planned trace (:func:`plan_to_chrome_trace`) and the measured one (:func:`measured_chrome_trace`,
+from the timings ``parplan run`` records) share one layout, one event naming (``F mb0 stage1``; a
+fused action ``F mb3 stage0 & B mb1 stage5``) and one unit, so the two open side by side.
 
 Layout: one process (pid) per device named "device N"; thread 0 holds the compute actions, threads
 1, 2, ... the incoming transfers (a second lane only when transfers into a device overlap, because
@@ -263,3 +267,80 @@ def write_chrome_trace(plan: Plan, path: str | Path) -> Path:
     else:
         path.write_text(text + "\n")
     return path
+
+
+def _device_tracks(num_devices: int, second: str) -> list[dict[str, object]]:
+    """Metadata naming every device's process and its compute and ``second`` threads."""
+    events: list[dict[str, object]] = []
+    for d in range(num_devices):
+        events.append({"name": "process_name", "ph": "M", "pid": d, "args": {"name": f"device {d}"}})
+        events.append(
+            {"name": "thread_name", "ph": "M", "pid": d, "tid": COMPUTE_TID, "args": {"name": "compute"}}
+        )
+        events.append({"name": "thread_name", "ph": "M", "pid": d, "tid": COMM_TID, "args": {"name": second}})
+    return events
+
+
+def _measured_name(timing: dict[str, object]) -> str:
+    """The planned trace's name of a measured action (its action text when it does not parse)."""
+    try:
+        action = Action.parse(str(timing["action"]))
+    except (InvalidInputError, ValueError, KeyError):
+        return str(timing.get("action", "?"))
+    return " & ".join(_part_name(p) for p in action.plain())
+
+
+def measured_chrome_trace(
+    plan: Plan, timings: tuple[dict[str, object], ...] | list[dict[str, object]]
+) -> dict[str, object]:
+    """Chrome trace of measured actions (``ActionTiming.to_json`` records, seconds from the step's start).
+
+    One pid per device, tid 0 the compute actions (named as in the planned trace), tid 1 the
+    receive waits before them, and a "C" counter of the saved activation bytes after each action
+    when recorded. Microseconds, like the planned trace of a plan in seconds.
+    """
+    us = 1e6
+    events = _device_tracks(plan.problem.num_devices, "receive wait")
+    for t in timings:
+        start, end = float(t["start_s"]), float(t["end_s"])  # type: ignore[arg-type]
+        device = int(t["device"])  # type: ignore[call-overload]
+        events.append(
+            {
+                "name": _measured_name(t),
+                "cat": "compute",
+                "ph": "X",
+                "ts": _ts(start, us),
+                "dur": _ts(end - start, us),
+                "pid": device,
+                "tid": COMPUTE_TID,
+                "args": dict(t),
+            }
+        )
+        if "live_activation_bytes" in t:
+            events.append(
+                {
+                    "name": "activations",
+                    "ph": "C",
+                    "ts": _ts(end, us),
+                    "pid": device,
+                    "args": {"bytes": t["live_activation_bytes"]},
+                }
+            )
+        wait = float(t.get("recv_wait_s", 0.0))  # type: ignore[arg-type]
+        if wait > 0:
+            events.append(
+                {
+                    "name": f"wait {_measured_name(t)}",
+                    "cat": "comm",
+                    "ph": "X",
+                    "ts": _ts(start, us),
+                    "dur": _ts(wait, us),
+                    "pid": device,
+                    "tid": COMM_TID,
+                }
+            )
+    return {
+        "traceEvents": events,
+        "displayTimeUnit": "ms",
+        "otherData": {"plan": plan.name, "measured": True},
+    }

@@ -679,59 +679,10 @@ def replay_step_s(plan: Plan, timings: tuple[dict[str, Any], ...], clock: str = 
 
 
 def measured_trace(plan: Plan, timings: tuple[dict[str, Any], ...]) -> dict[str, Any]:
-    """Chrome trace of measured actions: one pid per device, tid 0 compute, tid 1 receive waits,
-    and a "C" counter of the saved activation bytes after each action.
+    """Chrome trace of measured actions: :func:`parplan.report.trace.measured_chrome_trace`."""
+    from parplan.report.trace import measured_chrome_trace
 
-    Same conventions as ``parplan.report.trace`` (microseconds, ``"X"`` events, process names).
-    """
-    events: list[dict[str, Any]] = []
-    for d in range(plan.problem.num_devices):
-        events.append({"name": "process_name", "ph": "M", "pid": d, "args": {"name": f"device {d}"}})
-        events.append({"name": "thread_name", "ph": "M", "pid": d, "tid": 0, "args": {"name": "compute"}})
-        events.append(
-            {"name": "thread_name", "ph": "M", "pid": d, "tid": 1, "args": {"name": "receive wait"}}
-        )
-    for t in timings:
-        start_us = t["start_s"] * 1e6
-        events.append(
-            {
-                "name": t["action"],
-                "cat": "compute",
-                "ph": "X",
-                "ts": round(start_us, 3),
-                "dur": round((t["end_s"] - t["start_s"]) * 1e6, 3),
-                "pid": t["device"],
-                "tid": 0,
-                "args": dict(t),
-            }
-        )
-        if "live_activation_bytes" in t:  # saved activations after the action, as a counter track
-            events.append(
-                {
-                    "name": "activations",
-                    "ph": "C",
-                    "ts": round(t["end_s"] * 1e6, 3),
-                    "pid": t["device"],
-                    "args": {"bytes": t["live_activation_bytes"]},
-                }
-            )
-        if t["recv_wait_s"] > 0:
-            events.append(
-                {
-                    "name": f"wait {t['action']}",
-                    "cat": "comm",
-                    "ph": "X",
-                    "ts": round(start_us, 3),
-                    "dur": round(t["recv_wait_s"] * 1e6, 3),
-                    "pid": t["device"],
-                    "tid": 1,
-                }
-            )
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ms",
-        "otherData": {"plan": plan.name, "measured": True},
-    }
+    return measured_chrome_trace(plan, timings)
 
 
 def write_measured_trace(plan: Plan, timings: tuple[dict[str, Any], ...], path: str | Path) -> Path:
