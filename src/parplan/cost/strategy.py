@@ -483,6 +483,7 @@ def estimate_strategy(
     profile: Profile | None = None,
     profile_scale: float = 1.0,
     gemm_dtype: str | None = None,
+    shared_cores: int | None = None,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -522,6 +523,11 @@ def estimate_strategy(
         ``fp8``: float8 training as torchao runs it: the linear layers' GEMMs at the device's fp8
         peak, both operands cast per pass (:data:`FP8_CAST_BYTES_PER_ELEMENT`), parameters,
         activations and optimizer state unchanged in ``dtype``.
+    shared_cores
+        The devices are processes sharing this many CPU cores, their speeds given with every
+        process busy. A pipeline's devices idle in its bubbles, which leaves their cores to the busy
+        ones: the compute is scaled to the average number of busy processes per core (at least one
+        core each) and the schedule simulated again.
     profile, profile_scale
         Measured per-op pass times (``parplan profile``) replacing the roofline for the ops they
         list, divided like the op's work over the tensor-parallel group and multiplied by
@@ -602,6 +608,20 @@ def estimate_strategy(
         send = graph.ops[boundary].out_bytes / (strategy.tp if strategy.tp > 1 else 1)
         p2p = cluster.link(_device(0, 0, 0, strategy), _device(1, 0, 0, strategy)).time(send)
         makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p, w_keeps_graph)
+        if shared_cores is not None and n > shared_cores:
+            # Devices idle in the bubbles leave their share of the cores to the busy ones: scale the
+            # compute (given at full contention, n / cores) to the average busy processes per core.
+            busy0 = sum(m * (st.F + st.I + st.W + st.recompute) for st in stages) / len(stages)
+            contention = n / shared_cores
+            factor = max(1.0, contention * min(1.0, busy0 / makespan0)) / contention
+            for st in stages:
+                st.F, st.I, st.W, st.recompute = (
+                    st.F * factor,
+                    st.I * factor,
+                    st.W * factor,
+                    st.recompute * factor,
+                )
+            makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p, w_keeps_graph)
     else:
         st = stages[0]
         makespan = makespan0 = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)

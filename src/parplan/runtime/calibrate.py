@@ -6,7 +6,7 @@ at once so that they compete as they will in training (like nccl-tests and a GEM
 
 * compute: an ``m x k x n`` fp32 matrix product repeated back to back (FLOP/s per process);
 * memory bandwidth: a streaming ``y = x + 1`` over 64 MiB (bytes read + written per second);
-* collectives: ``all_reduce`` over all N processes at 4 B and at 4 MiB, and ``all_gather`` and
+* collectives: ``all_reduce`` over all N processes at 4 B and at 32 MiB (a DDP bucket), and ``all_gather`` and
   ``reduce_scatter`` at 4 B per process, each issued after a short GEMM as in tensor-parallel
   training and timed as the loop's time less the GEMM's (processes sharing cores wait to
   be scheduled for every ring step, which an idle benchmark loop hides); the ring model of
@@ -37,7 +37,7 @@ from parplan.errors import InvalidInputError
 
 #: The GEMM timed (rows, inner, columns): a transformer MLP's shape at CPU scale.
 GEMM_SHAPE = (512, 512, 2048)
-SMALL, LARGE = 4, 4 * 2**20
+SMALL, LARGE = 4, 32 * 2**20
 #: The short GEMM issued before every timed collective (a tensor-parallel layer's work between two
 #: collectives at the scale train runs on a CPU).
 LOAD_SHAPE = (128, 256, 768)

@@ -684,9 +684,10 @@ class TrainResult:
 
 
 def prediction_options(devices: int, profile: Any = None) -> dict[str, Any]:
-    """How the estimate models this runtime: torch's split backward keeps the graph until W, and a
-    profile measured by one process on one core is slowed by ``devices / cores`` sharing."""
-    opts: dict[str, Any] = {"w_keeps_graph": True}
+    """How the estimate models this runtime: torch's split backward keeps the graph until W, the
+    processes share this machine's cores (so a pipeline's idle stages speed up the busy ones), and
+    a profile measured by one process on one core is slowed by ``devices / cores`` sharing."""
+    opts: dict[str, Any] = {"w_keeps_graph": True, "shared_cores": os.cpu_count() or 1}
     if profile is not None:
         opts["profile"] = profile
         opts["profile_scale"] = devices / (os.cpu_count() or 1)
