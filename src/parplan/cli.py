@@ -1663,7 +1663,7 @@ def calibrate(
 @app.command()
 def train(
     model: Annotated[
-        str, typer.Option(help="Zoo model with a torch twin that train runs (gpt-tiny).")
+        str, typer.Option(help="Zoo model with a torch twin that train runs: gpt-tiny, moe-small (tp = 1).")
     ] = "gpt-tiny",
     cluster: Annotated[
         str, typer.Option(help="Cluster for the prediction and the choice: local:N runs N processes here.")
