@@ -113,8 +113,10 @@ class Segment(nn.Module):
     """Some ops of an :class:`OpGraphModel` (a layer, or the ops before / after the layers) as one module.
 
     ``forward(values, data)`` runs them in graph order; inputs from outside come from ``values``;
-    it returns ``values`` updated with the outputs. ``checkpoint`` recomputes the whole segment in
-    the backward; ``selective`` only its core attention.
+    it returns only its outputs that ops outside the segment read (internal values and the inputs
+    stay inside: FSDP hooks every tensor a wrapped module returns, and warns about views).
+    ``checkpoint`` recomputes the whole segment in the backward; ``selective`` only its core
+    attention.
     """
 
     def __init__(self, model: OpGraphModel, names: list[str], *, checkpoint: bool, selective: bool) -> None:
@@ -122,6 +124,13 @@ class Segment(nn.Module):
         self.names = names
         self.ops = nn.ModuleDict({_key(n): model.op(n) for n in names})
         self._inputs = {n: model.input_names(n) for n in names}
+        inside = set(names)
+        g = model.graph
+        self.exports = [
+            n
+            for n in names
+            if any(g.ops[j].name not in inside for j in g.succs[g.index[n]]) or not g.succs[g.index[n]]
+        ]
         self.checkpoint = checkpoint
         self.selective = selective
 
@@ -136,7 +145,7 @@ class Segment(nn.Module):
                 out[name] = checkpoint(module, *args, data=data, use_reentrant=False)
             else:
                 out[name] = module(*args, data=data)
-        return out
+        return {n: out[n] for n in self.exports}
 
     def forward(self, values: dict[str, Value], data: Mapping[str, Tensor]) -> dict[str, Value]:
         if self.checkpoint and torch.is_grad_enabled():
@@ -173,10 +182,8 @@ class TrainModel(nn.Module):
 
     def forward(self, data: Mapping[str, Tensor]) -> Tensor:
         values: dict[str, Value] = {}
-        values = self.pre(values, data)
-        for layer in self.layers:
-            values = layer(values, data)
-        values = self.post(values, data)
+        for segment in (self.pre, *self.layers, self.post):
+            values.update(segment(values, data))
         return values[self.loss_name]  # type: ignore[return-value]
 
 
@@ -197,6 +204,7 @@ class StageModule(nn.Module):
         self.out_name: str = model.post.names[-2] if last else segments[layers.stop - 1].names[-1]
         if self.post is not None:
             self.post.names = self.post.names[:-1]  # the loss runs as the schedule's loss_fn
+            self.post.exports = [self.out_name]
 
     def forward(self, x: Tensor) -> Tensor:
         values: dict[str, Value]
@@ -206,9 +214,9 @@ class StageModule(nn.Module):
             assert self.in_name is not None
             values = {self.in_name: x}
         for layer in self.layers:
-            values = layer(values, {})
+            values.update(layer(values, {}))
         if self.post is not None:
-            values = self.post(values, {})
+            values.update(self.post(values, {}))
         return values[self.out_name]  # type: ignore[return-value]
 
 
@@ -415,6 +423,11 @@ def _optimizer_bytes(opt: Any) -> float:
 def _full_grads(model: nn.Module, orders: Mapping[str, Tensor], keep: nn.Module) -> dict[str, Tensor]:
     """Full gradients of ``keep``'s parameters, named as in ``model`` (collective: every rank of a
     stage calls it), TP row order undone."""
+    import logging
+
+    # gathering a (dp, tp)-sharded gradient for the check takes two all-gathers; torch logs that it
+    # is "suboptimal" once per parameter, which is noise for a one-off comparison
+    logging.getLogger("torch.distributed.tensor._redistribute").setLevel(logging.ERROR)
     out = {}
     mine = {id(p) for p in keep.parameters()}
     for name, p in model.named_parameters():
