@@ -142,3 +142,12 @@ def test_cli_fp8_is_float8_training_on_the_grid() -> None:
     assert fp8["points"][0]["step_s"] < bf16["points"][0]["step_s"]
     r = runner.invoke(app, ["frontier", "--model", "llama-7b", "--dtype", "fp8", "--operators"])
     assert r.exit_code == 2 and "use --grid" in r.output
+
+
+@pytest.mark.parametrize("space", ["--grid", "--operators"])
+def test_idle_devices_are_said(space: str) -> None:
+    r = CliRunner().invoke(
+        app, ["frontier", "--model", "gpt-tiny", "--cluster", "8xh100", "--devices", "4", space]
+    )
+    assert r.exit_code == 0, r.output
+    assert "4 of the cluster's 8 devices are left idle" in r.output

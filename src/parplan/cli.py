@@ -1261,6 +1261,12 @@ def frontier(
             elif time_limit is not None:
                 chosen = f.least_memory_under(parse_quantity(time_limit, "--time-limit", "s"))
         elapsed = time.perf_counter() - t0
+        if time_target is None and f.devices < cl.num_devices and not json_:
+            err.print(
+                f"note: {cl.num_devices - f.devices} of the cluster's {cl.num_devices} devices are left idle "
+                f"(--devices {f.devices})",
+                highlight=False,
+            )
         doc = f.to_json(chosen=chosen)
         doc["search_time_s"] = elapsed
         if output is not None:
