@@ -322,3 +322,40 @@ def test_dag_plan_in_threads() -> None:
     ref_loss, ref = reference_step(spec.build()[0], plan.problem.num_microbatches)
     assert loss == pytest.approx(ref_loss, abs=1e-5)
     assert max(float((grads[n] - g).abs().max()) for n, g in ref.items()) < TOL
+
+
+def test_plan_file_runs_under_torchrun(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """issue 9: the same worker under torchrun --standalone --nproc-per-node 2 (env:// rendezvous)."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    plan = gpt_plan("1f1b", microbatches=2)
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(plan.to_json()))
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "parplan.runtime.launch",
+        str(path),
+        "--backend",
+        "gloo",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    results = [torch.load(out / f"device{r}.pt", weights_only=False) for r in range(2)]
+    assert all(len(r) == 1 and r[0]["steps"] for r in results)  # one task, its measured steps
