@@ -576,31 +576,53 @@ def _solve_block(
     return layouts, table, net.steps
 
 
+def _grid_label(d: int, t: int, splits: set[str]) -> str:
+    if d == 1 and t == 1:
+        return "single"
+    if t == 1:
+        return f"DP{d}"
+    if d == 1:
+        return f"TP{t}" if splits & {"col", "row", "col.sp", "row.sp", "heads", "etp", "vocab"} else f"SP{t}"
+    return f"DP{d}xTP{t}"
+
+
 def _family(space: SearchSpace, choice: Mapping[int, str]) -> str:
-    """A short label of a whole-graph strategy, from its parameter-weighted dominant choices."""
+    """A short label of a whole-graph strategy, from its parameter-weighted dominant choices.
+
+    When the repeated layers do not all use the same grid the label says so, layer counts first
+    (``"17 layers DP8, 15 layers DP4xTP2+ZeRO-1"``): such a point is not one strategy per block on
+    one mesh, which is what frameworks (and ``parplan train``) run.
+    """
     by_name = [{c.name: c for c in cfgs} for cfgs in space.configs]
     weight: dict[tuple[int, int], float] = {}
+    per_layer: dict[int, dict[tuple[int, int], float]] = {}
     zero: dict[int, float] = {}
     splits: set[str] = set()
     rc = ckpt = False
     for i, name in choice.items():
         c = by_name[i][name]
-        w = space.graph.ops[i].param_bytes + 1e-9 * (space.graph.ops[i].total_flops + 1)
+        op = space.graph.ops[i]
+        w = op.param_bytes + 1e-9 * (op.total_flops + 1)
         weight[(c.dp, c.tp)] = weight.get((c.dp, c.tp), 0.0) + w
-        zero[c.zero] = zero.get(c.zero, 0.0) + space.graph.ops[i].param_bytes
+        if op.layer is not None:
+            layer = per_layer.setdefault(op.layer, {})
+            layer[(c.dp, c.tp)] = layer.get((c.dp, c.tp), 0.0) + w
+        zero[c.zero] = zero.get(c.zero, 0.0) + op.param_bytes
         if c.tp > 1:
             splits.add(c.split)
         rc = rc or c.recompute
         ckpt = ckpt or c.checkpoint
     d, t = max(weight, key=lambda g: weight[g])
-    if d == 1 and t == 1:
-        label = "single"
-    elif t == 1:
-        label = f"DP{d}"
-    elif d == 1:
-        label = f"TP{t}" if splits & {"col", "row", "col.sp", "row.sp", "heads", "etp", "vocab"} else f"SP{t}"
-    else:
-        label = f"DP{d}xTP{t}"
+    label = _grid_label(d, t, splits)
+    counts: dict[tuple[int, int], int] = {}
+    for grids in per_layer.values():
+        g = max(grids, key=lambda k: grids[k])
+        counts[g] = counts.get(g, 0) + 1
+    if len(counts) > 1:
+        label = ", ".join(
+            f"{n} layer{'s' if n > 1 else ''} {_grid_label(gd, gt, splits)}"
+            for (gd, gt), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
     if t > 1 and splits & {"seq", "col.sp", "row.sp", "cp"} and not label.startswith("SP"):
         label += "+SP"
     if splits & {"ep"}:

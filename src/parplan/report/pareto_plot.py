@@ -19,8 +19,11 @@ _FORMATS = (".png", ".svg", ".pdf")
 def _family_key(family: str) -> str:
     """A family label without its recompute flag (``"DP4+ZeRO-1+RC"`` -> ``"DP4+ZeRO-1"``).
 
-    Recompute points are drawn hollow instead, so the colours stay few.
+    Recompute points are drawn hollow instead, so the colours stay few; points whose layers use
+    different grids ("17 layers DP8, 15 layers DP4xTP2") share one colour.
     """
+    if ", " in family:
+        return "mixed per-layer grids"
     return "+".join(p for p in family.split("+") if p != "RC")
 
 
