@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from parplan.cli import app
 from parplan.cluster_io import load_cluster
+from parplan.cost.strategy import stage_layers
 from parplan.errors import InvalidInputError
 from parplan.runtime.modules import build_torch_model
 from parplan.runtime.train import (
@@ -22,7 +23,6 @@ from parplan.runtime.train import (
     check_strategy,
     choose_strategy,
     pipeline_csv,
-    stage_layers,
     torchrun_command,
     train,
 )

@@ -163,8 +163,8 @@ class StrategyEstimate:
             "step_s": self.step_s,
             "terms_s": dict(self.terms),
             "memory_bytes": self.memory.total,
-            "memory_breakdown": _mem_json(self.memory),
-            "stage_memory_bytes": [_mem_json(m) for m in self.stage_memory],
+            "memory_breakdown": self.memory.to_json(),
+            "stage_memory_bytes": [m.to_json() for m in self.stage_memory],
             "model_flops": self.model_flops,
             "tokens_per_step": self.tokens_per_step,
             "tokens_per_s_per_device": self.tokens_per_s_per_device,
@@ -172,11 +172,6 @@ class StrategyEstimate:
             "fits": self.fits,
             "notes": list(self.notes),
         }
-
-
-def _mem_json(m: MemoryBreakdown) -> dict[str, float]:
-    """Bytes by component (they sum to the point's ``memory_bytes``)."""
-    return m.to_json()
 
 
 # ------------------------------------------------------------------------ per-operator division
@@ -311,6 +306,18 @@ class _Stage:
     layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
 
 
+def stage_layers(num_layers: int, pp: int) -> list[range]:
+    """Contiguous layer chunks (positions in layer order) of ``pp`` pipeline stages; earlier stages
+    take the remainder. The split the estimate prices and ``parplan train`` runs."""
+    per, extra = divmod(num_layers, pp)
+    out, start = [], 0
+    for s in range(pp):
+        n = per + (1 if s < extra else 0)
+        out.append(range(start, start + n))
+        start += n
+    return out
+
+
 def _stage_of_ops(graph: OpGraph, pp: int) -> list[list[int]]:
     """Contiguous layer chunks per stage; ops outside layers join the first or last stage."""
     layers = sorted({op.layer for op in graph.ops if op.layer is not None})
@@ -318,13 +325,7 @@ def _stage_of_ops(graph: OpGraph, pp: int) -> list[list[int]]:
         raise InvalidInputError(
             f"strategy.pp: {pp} pipeline stages but the model has {len(layers)} layers; use pp <= {len(layers)}"
         )
-    per, extra = divmod(len(layers), pp)
-    stage_of_layer: dict[int, int] = {}
-    k = 0
-    for s in range(pp):
-        for _ in range(per + (1 if s < extra else 0)):
-            stage_of_layer[layers[k]] = s
-            k += 1
+    stage_of_layer = {layers[k]: s for s, chunk in enumerate(stage_layers(len(layers), pp)) for k in chunk}
     first_layer_op = next((i for i, op in enumerate(graph.ops) if op.layer is not None), len(graph.ops))
     out: list[list[int]] = [[] for _ in range(pp)]
     for i, op in enumerate(graph.ops):

@@ -54,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from parplan.cost.strategy import stage_layers
 from parplan.errors import InvalidInputError
 from parplan.runtime.modules import (
     TORCH_MODELS,
@@ -218,17 +219,6 @@ class StageModule(nn.Module):
         if self.post is not None:
             values.update(self.post(values, {}))
         return values[self.out_name]  # type: ignore[return-value]
-
-
-def stage_layers(num_layers: int, pp: int) -> list[range]:
-    """Contiguous layer chunks of the pipeline stages (the estimate's split: earlier stages get the extra)."""
-    per, extra = divmod(num_layers, pp)
-    out, start = [], 0
-    for s in range(pp):
-        n = per + (1 if s < extra else 0)
-        out.append(range(start, start + n))
-        start += n
-    return out
 
 
 def _loss_fn(output: Tensor, target: Tensor) -> Tensor:
@@ -443,15 +433,8 @@ def _full_grads(model: nn.Module, orders: Mapping[str, Tensor], keep: nn.Module)
                 inv = torch.empty_like(order)
                 inv[order] = torch.arange(order.numel())
                 full = full[inv]
-        out[_clean_name(name)] = full
+        out[name] = full  # the unwrapped model's names: FSDP2 and DTensor keep them
     return out
-
-
-def _clean_name(name: str) -> str:
-    """The parameter name without the wrappers' prefixes (DDP ``module.``, checkpoint, FSDP)."""
-    for junk in ("module.", "_checkpoint_wrapped_module.", "_fsdp_wrapped_module."):
-        name = name.replace(junk, "")
-    return name
 
 
 def _batch(graph_model: Any, dp_rank: int, j: int, job: TrainJob) -> dict[str, Tensor]:
