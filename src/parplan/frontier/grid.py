@@ -271,21 +271,24 @@ def fewest_devices_grid(
         meeting = [e for e in fit if e.step_s <= time_target_s]
         if meeting:
             return GridChoice(devices=k, point=meeting[-1], frontier=f, tried=tuple(tried))
-    head = f"--time-target {time_target_s:.4g} s on cluster {cluster.name!r}: "
-    gib = 2**30
     if last is None:
-        raise InvalidInputError(head + f"no device count divides the global batch {gb}; give --global-batch")
-    if best_fit is None:
-        least = last.least_memory
-        raise InfeasibleError(
-            head + f"memory is what fails, not time: no strategy on up to {last.devices} devices fits "
-            f"{limit / gib:.3g} GiB per device (the least memory is {least.memory.total / gib:.3g} GiB, "
-            f"{least.strategy.label()}). Smallest changes: more devices (a larger cluster), or a smaller "
-            "--microbatch-size"
+        raise InvalidInputError(
+            f"--time-target {time_target_s:.4g} s on cluster {cluster.name!r}: no device count divides the "
+            f"global batch {gb}; give --global-batch"
         )
-    k, best = best_fit
+    from parplan.frontier.query import time_target_failure
+
+    lean = last.least_memory
     raise InfeasibleError(
-        head + f"time is what fails: the fastest strategy that fits {limit / gib:.3g} GiB per device takes "
-        f"{best.step_s:.4g} s on {k} devices ({best.strategy.label()}), {best.step_s / time_target_s:.2f}x the "
-        f"target. Smallest changes: a target of {best.step_s:.4g} s or more, or a larger cluster"
+        time_target_failure(
+            cluster.name,
+            time_target_s,
+            limit,
+            top_devices=last.devices,
+            least=(lean.memory.total, lean.strategy.label()),
+            fastest_fit=None
+            if best_fit is None
+            else (best_fit[1].step_s, best_fit[0], best_fit[1].strategy.label()),
+            memory_fixes="or a smaller --microbatch-size",
+        )
     )

@@ -105,35 +105,53 @@ def fewest_devices(
         p = f.fastest_under(limit)
         tried.append((k, dominant_grid(p), p.time_s))
         return DeviceChoice(devices=k, mesh=dominant_grid(p), point=p, frontier=f, tried=tuple(tried))
-    raise InfeasibleError(_why_no_count(cluster, time_target_s, limit, least, fitting))
+    top = max(least)
+    best = min(fitting.items(), key=lambda kv: kv[1].time_s) if fitting else None
+    raise InfeasibleError(
+        time_target_failure(
+            cluster.name,
+            time_target_s,
+            limit,
+            top_devices=top,
+            least=(least[top].memory_bytes, least[top].family),
+            fastest_fit=None if best is None else (best[1].time_s, best[0], best[1].family),
+            memory_fixes="layer checkpointing (--checkpointing with --devices), or a smaller --microbatch-size",
+        )
+    )
 
 
-def _why_no_count(
-    cluster: Cluster,
+def time_target_failure(
+    cluster: str,
     target_s: float,
     limit: float,
-    least: dict[int, FrontierPoint],
-    fitting: dict[int, FrontierPoint],
+    *,
+    top_devices: int,
+    least: tuple[float, str],
+    fastest_fit: tuple[float, int, str] | None,
+    memory_fixes: str,
 ) -> str:
-    """Name the constraint that fails (memory or time) and the smallest change that works."""
+    """Why no device count meets a time target: the constraint that fails and the smallest change.
+
+    ``least`` is (memory bytes, label) of the leanest strategy on the most devices tried;
+    ``fastest_fit`` (seconds, devices, label) of the fastest one within ``limit``, None when
+    nothing fits. ``memory_fixes`` lists the search's own ways to need less memory.
+    """
     gib = 2**30
-    top = max(least)
-    head = f"--time-target {target_s:.4g} s on cluster {cluster.name!r}: "
-    if not fitting:
-        need = least[top].memory_bytes
-        more = int(-(-top * need // limit))  # devices if memory fell linearly with the count
+    head = f"--time-target {target_s:.4g} s on cluster {cluster!r}: "
+    if fastest_fit is None:
+        need, label = least
+        more = int(-(-top_devices * need // limit))  # devices if memory fell linearly with the count
         return (
-            head + f"memory is what fails, not time: no strategy on up to {top} devices fits "
-            f"{limit / gib:.3g} GiB per device (the least memory, on {top} devices, is "
-            f"{need / gib:.3g} GiB: {least[top].family}). Smallest changes: about {more} devices "
-            "(a larger cluster), layer checkpointing (--checkpointing with --devices), or a smaller --microbatch-size"
+            head + f"memory is what fails, not time: no strategy on up to {top_devices} devices fits "
+            f"{limit / gib:.3g} GiB per device (the least memory, on {top_devices} devices, is "
+            f"{need / gib:.3g} GiB: {label}). Smallest changes: about {more} devices (a larger cluster), "
+            + memory_fixes
         )
-    best_k = min(fitting, key=lambda k: fitting[k].time_s)
-    best = fitting[best_k]
+    best_s, best_k, label = fastest_fit
     return (
         head + f"time is what fails: the fastest strategy that fits {limit / gib:.3g} GiB per device takes "
-        f"{best.time_s:.4g} s on {best_k} devices ({best.family}), {best.time_s / target_s:.2f}x the target. "
-        f"Smallest changes: a target of {best.time_s:.4g} s or more, or a larger cluster"
+        f"{best_s:.4g} s on {best_k} devices ({label}), {best_s / target_s:.2f}x the target. "
+        f"Smallest changes: a target of {best_s:.4g} s or more, or a larger cluster"
     )
 
 
