@@ -209,3 +209,54 @@ def test_fp8_runs_the_linear_gemms_at_the_fp8_peak_with_casts() -> None:
     assert fp8.memory == bf16.memory  # storage stays 16-bit
     with pytest.raises(InvalidInputError, match="list no fp8 peak"):
         estimate_strategy(g, Strategy(), load_cluster("8xa100"), gemm_dtype="fp8")
+
+
+# ------------------------------------------------------------------ calibrated runtime overheads
+def test_runtime_overheads_add_their_closed_forms() -> None:
+    from parplan.cost.calibration import RuntimeCalibration
+
+    g = _chain(8)
+    base = Strategy(pp=4, schedule="1f1b")
+    plain = estimate_strategy(g, base, H100, global_batch=16)
+    # every F and B action pays x: 1F1B's makespan (m + p - 1)(F + B) grows by (m + p - 1) 2x
+    x = 1e-3
+    e = estimate_strategy(
+        g, base, H100, global_batch=16, calibration=RuntimeCalibration(pipeline_action_s=x, step_sync_s=0.01)
+    )
+    assert e.step_s - plain.step_s == pytest.approx((16 + 3) * 2 * x + 0.01, rel=1e-6)
+    assert e.terms["step_sync"] == 0.01
+    assert sum(e.terms.values()) == pytest.approx(e.step_s, rel=1e-9)
+    # FSDP2 (ZeRO-2/3) pays per sharded module (the layers and the root) and per parameter byte
+    z = Strategy(dp=8, zero=2)
+    a, b = 2e-3, 1e-12
+    fsdp = estimate_strategy(
+        g, z, H100, global_batch=8, calibration=RuntimeCalibration(fsdp_unit_s=a, fsdp_s_per_byte=b)
+    )
+    bare = estimate_strategy(g, z, H100, global_batch=8)
+    params_bytes = sum(op.param_bytes for op in g.ops)
+    assert fsdp.terms["dp_comm"] - bare.terms["dp_comm"] == pytest.approx((8 + 1) * a + b * params_bytes, rel=1e-6)
+    # ZeRO-1 runs no FSDP2
+    z1 = Strategy(dp=8, zero=1)
+    assert estimate_strategy(
+        g, z1, H100, global_batch=8, calibration=RuntimeCalibration(fsdp_unit_s=a)
+    ).step_s == pytest.approx(estimate_strategy(g, z1, H100, global_batch=8).step_s, rel=1e-12)
+
+
+def test_calibration_is_read_from_the_cluster_file_and_checked() -> None:
+    from parplan.cluster_io import cluster_from_json, cluster_to_json
+    from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
+
+    doc = cluster_to_json(load_cluster("local:4"))
+    doc.setdefault("meta", {})["measured"] = {"runtime": {"step_sync_s": 0.002, "slowdown": [1.0, 1.1, 1.6, 2.0]}}
+    cal = runtime_calibration(cluster_from_json(doc, where="test"))
+    assert cal == RuntimeCalibration(step_sync_s=0.002, slowdown=(1.0, 1.1, 1.6, 2.0))
+    assert cal.slowdown_at(3, cores=2) == 1.6
+    assert cal.slowdown_at(8, cores=2) == 4.0  # beyond the measured: shared fairly
+    assert RuntimeCalibration().slowdown_at(4, cores=2) == 2.0  # unmeasured: fair sharing
+    assert runtime_calibration(load_cluster("8xh100")) == RuntimeCalibration()
+    doc["meta"]["measured"]["runtime"] = {"step_sync": 1}
+    with pytest.raises(InvalidInputError, match="unknown step_sync"):
+        runtime_calibration(cluster_from_json(doc, where="test"))
+    doc["meta"]["measured"]["runtime"] = {"fsdp_unit_s": -1}
+    with pytest.raises(InvalidInputError, match="fsdp_unit_s: must be a number >= 0"):
+        runtime_calibration(cluster_from_json(doc, where="test"))

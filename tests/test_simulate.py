@@ -16,6 +16,7 @@ from parplan.simulate import (
     compute_metrics,
     memory_curves,
     simulate,
+    simulate_shared,
     validate,
 )
 from parplan.synthetic import synthetic_problem
@@ -230,3 +231,45 @@ def test_unplaced_stages_pay_communication_only_across_devices() -> None:
     assert metrics_of(problem, sim(problem, same)).makespan == 6
     apart = Sched.of("apart", [[Fk(0, 0), Bk(0, 0)], [Fk(1, 0), Bk(1, 0)]])
     assert metrics_of(problem, sim(problem, apart)).makespan == 16  # 1 + 5 + 1 + 2 + 5 + 2
+
+
+# ---------------------------------------------------------------------------- shared cores
+def test_shared_cores_with_cores_to_spare_is_the_plain_simulation() -> None:
+    p = synthetic_problem(pp=4, microbatches=8, costs="F=1.3,I=0.7,W=0.9", comm=0.05)
+    for name in ("1f1b", "zb-h1", "gpipe"):
+        s = build_schedule(name, p)
+        plain = compute_metrics(p, simulate(p, s)).makespan
+        shared = compute_metrics(p, simulate_shared(p, s, lambda k: max(1.0, k / 4))).makespan
+        assert shared == pytest.approx(plain, rel=1e-9), name
+
+
+def test_one_core_runs_all_the_work_back_to_back() -> None:
+    # one core, no transfers: the makespan is the total work, whatever the order
+    p = synthetic_problem(pp=4, microbatches=8, costs="F=1,I=1,W=1")
+    for name in ("1f1b", "zb-h1"):
+        timed = simulate_shared(p, build_schedule(name, p), lambda k: float(k))
+        assert compute_metrics(p, timed).makespan == pytest.approx(4 * 8 * 3, rel=1e-9)
+        # each action takes at least its work, and a device runs one action at a time
+        assert all(t.end - t.start >= 1 - 1e-9 for t in timed)
+        for d in range(4):
+            mine = sorted((t for t in timed if t.device == d), key=lambda t: t.start)
+            assert all(a.end <= b.start + 1e-9 for a, b in zip(mine, mine[1:], strict=False))
+
+
+def test_two_cores_for_four_stages_bound_by_half_the_work() -> None:
+    # fair sharing of 2 cores: at least half the total work, and slower than 4 cores
+    p = synthetic_problem(pp=4, microbatches=8, costs="F=1,I=1,W=1")
+    s = build_schedule("1f1b", p)
+    two = compute_metrics(p, simulate_shared(p, s, lambda k: max(1.0, k / 2))).makespan
+    assert 4 * 8 * 3 / 2 <= two < 4 * 8 * 3
+    assert two > compute_metrics(p, simulate(p, s)).makespan
+
+
+def test_processes_per_device_share_like_more_devices() -> None:
+    # a stage standing for 2 processes: 2 stages on 2 cores behave like 4 processes on 2 cores
+    p = synthetic_problem(pp=2, microbatches=4, costs="F=1,B=2")
+    s = build_schedule("gpipe", p)
+    timed = simulate_shared(p, s, lambda k: max(1.0, k / 2), processes_per_device=2)
+    # each stage alone runs 2 processes on 2 cores at full speed; both busy, half speed
+    plain = compute_metrics(p, simulate(p, s)).makespan
+    assert compute_metrics(p, timed).makespan > plain

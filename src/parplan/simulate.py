@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from parplan.errors import InvalidInputError
@@ -222,6 +222,90 @@ def simulate(problem: PipelineProblem, schedule: Schedule) -> tuple[TimedAction,
     if stuck:
         raise DeadlockError(_deadlock_message(problem, schedule, heads, stuck, done, deps_of))
     return tuple(sorted(timed, key=lambda t: (t.start, t.device)))
+
+
+def simulate_shared(
+    problem: PipelineProblem,
+    schedule: Schedule,
+    slowdown: Callable[[int], float],
+    processes_per_device: int = 1,
+) -> tuple[TimedAction, ...]:
+    """Time ``schedule`` when its devices are processes sharing one machine's cores.
+
+    Durations are the work of each action for a process running alone. While ``k`` processes run,
+    each advances at ``1 / slowdown(k)`` (``max(1, k / cores)`` is the operating system's fair
+    share; a measured curve also has hardware threads and memory bandwidth in it), where each busy
+    device stands for ``processes_per_device`` processes (a pipeline stage's data- and
+    tensor-parallel ranks run alike). A device waiting on a dependency or a transfer uses no core.
+    With ``slowdown`` 1 this is :func:`simulate`.
+    """
+    _check_placement(problem, schedule)
+    errors = _completeness_errors(problem, [(d, a) for d, a in schedule.actions()])
+    if errors:
+        raise InvalidInputError(f"schedule {schedule.name!r}: {errors[0]}")
+    n = problem.num_devices
+    heads = [0] * n
+    done: dict[DepKey, tuple[float, int]] = {}
+    running: dict[int, tuple[Action, float, float]] = {}  # device -> (action, start, work left)
+    free_at = [0.0] * n
+    timed: list[TimedAction] = []
+    deps_cache: dict[Action, list[tuple[DepKey, float, int]]] = {}
+    t = 0.0
+
+    def ready_time(device: int) -> float | None:
+        """When the device's next action may start, or None while a dependency is not done."""
+        action = schedule.orders[device][heads[device]]
+        if action not in deps_cache:
+            deps_cache[action] = (
+                _fused_deps(problem, action) if action.is_fused else dependencies(problem, action)
+            )
+        start = free_at[device]
+        for key, comm, _ in deps_cache[action]:
+            if key not in done:
+                return None
+            end, src = done[key]
+            start = max(start, end + (comm if src != device else 0.0))
+        return start
+
+    while True:
+        wakes = []
+        for d in range(n):
+            if d in running or heads[d] >= len(schedule.orders[d]):
+                continue
+            at = ready_time(d)
+            if at is None:
+                continue
+            if at <= t + EPS * max(1.0, abs(t)):
+                action = schedule.orders[d][heads[d]]
+                running[d] = (action, t, duration(problem, d, action))
+            else:
+                wakes.append(at)
+        if not running and not wakes:
+            break
+        rate = 1.0 / slowdown(len(running) * processes_per_device) if running else 1.0
+        finish = min((left / rate for _, _, left in running.values()), default=float("inf"))
+        step = min(finish, min(wakes, default=float("inf")) - t)
+        t += step
+        for d in list(running):
+            action, start, left = running[d]
+            left -= step * rate
+            if left <= EPS * max(1.0, step * rate):
+                del running[d]
+                timed.append(TimedAction(device=d, action=action, start=start, end=t))
+                free_at[d] = t
+                heads[d] += 1
+                for key in _completes(action):
+                    done[key] = (t, d)
+            else:
+                running[d] = (action, start, left)
+    stuck = [d for d in range(n) if heads[d] < len(schedule.orders[d])]
+    if stuck:
+
+        def deps_of(a: Action) -> list[tuple[DepKey, float, int]]:
+            return _fused_deps(problem, a) if a.is_fused else dependencies(problem, a)
+
+        raise DeadlockError(_deadlock_message(problem, schedule, heads, stuck, done, deps_of))
+    return tuple(sorted(timed, key=lambda ta: (ta.start, ta.device)))
 
 
 def _deadlock_message(problem, schedule, heads, stuck, done, deps_of) -> str:  # type: ignore[no-untyped-def]

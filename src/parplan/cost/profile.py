@@ -108,6 +108,16 @@ class Profile:
     def op_map(self) -> Mapping[str, OpProfile]:
         return dict(self.ops)
 
+    @property
+    def pass_scale(self) -> float:
+        """Measured whole forward and backward (``meta.whole_pass_s``) over the sum of the op
+        times: what runs between ops, which op-by-op timing misses. 1 when not measured."""
+        whole = dict(self.meta).get("whole_pass_s")
+        total = sum(m.F + (m.I if m.I is not None else m.backward_s) + (m.W or 0.0) for _, m in self.ops)
+        if not isinstance(whole, int | float) or whole <= 0 or total <= 0:
+            return 1.0
+        return float(whole) / total
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "format": PROFILE_FORMAT,

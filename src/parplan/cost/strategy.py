@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
+from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
 from parplan.cost.comm import collective_time
 from parplan.cost.memory import MemoryBreakdown
 from parplan.cost.profile import Profile
@@ -74,7 +75,16 @@ from parplan.graph.ops import Op, OpGraph
 from parplan.strategy import Strategy
 
 #: Terms of the step time, in display order.
-TIME_TERMS = ("compute", "recompute", "tp_comm", "pp_bubble", "pp_p2p", "dp_comm", "optimizer")
+TIME_TERMS = (
+    "compute",
+    "recompute",
+    "tp_comm",
+    "pp_bubble",
+    "pp_p2p",
+    "dp_comm",
+    "optimizer",
+    "step_sync",
+)
 
 #: What ``recompute=selective`` recomputes (see :func:`estimate_strategy`).
 SELECTIVE_POLICIES = ("attention", "every-other-matmul")
@@ -301,6 +311,7 @@ class _Stage:
     params: float = 0.0  # parameters on one device (count)
     layer_params: float = 0.0  # the largest layer's parameters on one device (count)
     layers: int = 0
+    tp_linears: int = 0  # tensor-parallel linears and embeddings (DTensor modules)
     act: float = 0.0  # stored activations of one micro-batch (bytes)
     wgrad_act: float = 0.0  # the part the weight gradients still need after I
     layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
@@ -391,6 +402,8 @@ def _build_stage(
         fwd_comm = bwd_comm = 0.0
         if t > 1:
             split = op.attr.get("tp")
+            if (op.kind == "linear" and split in ("row", "column")) or op.kind == "embedding":
+                st.tp_linears += 1
             if op.kind == "linear" and split == "row":
                 fwd_comm = ar(op.out_bytes)
             elif op.kind == "linear" and split == "column":
@@ -435,19 +448,46 @@ def _build_stage(
 
 
 # ------------------------------------------------------------------------------------ estimate
+def _splits_backward(strategy: Strategy) -> bool:
+    from parplan.schedule.expert import linear_schedule_spec
+
+    return linear_schedule_spec(strategy.schedule).needs_split_backward
+
+
 def _pipeline_makespans(
-    stages: Sequence[_Stage], strategy: Strategy, m: int, p2p_s: float, w_keeps_graph: bool
-) -> tuple[float, float, tuple[float, ...]]:
-    """(makespan with sends, makespan without, peak in-flight activation bytes per stage)."""
+    stages: Sequence[_Stage],
+    strategy: Strategy,
+    m: int,
+    p2p_s: float,
+    w_keeps_graph: bool,
+    shared_cores: int | None = None,
+    calibration: RuntimeCalibration | None = None,
+) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:
+    """(makespan with sends, makespan without, peak in-flight activation bytes per stage, each
+    stage's time running without sends).
+
+    With ``shared_cores`` the stage times, given with every process busy, are turned into one
+    process's work alone and the schedule is simulated with the cores shared
+    (:func:`parplan.simulate.simulate_shared`): each busy process runs at the speed measured with
+    that many busy (``calibration.slowdown``, else fair sharing of the cores), so a stage waiting
+    in a bubble leaves its share to the busy ones.
+    """
     from parplan.problem import PassTimes
     from parplan.schedule.expert import build_schedule, linear_schedule_spec
-    from parplan.simulate import compute_metrics, simulate
+    from parplan.simulate import compute_metrics, simulate, simulate_shared
     from parplan.synthetic import StageOverride, synthetic_problem
 
     name = linear_schedule_spec(strategy.schedule).name
+    n = strategy.num_devices
+    cal = calibration or RuntimeCalibration()
+    shared = shared_cores is not None
+    cores = shared_cores or 1
+    scale = 1.0 / cal.slowdown_at(n, cores) if shared else 1.0
 
     def passes(st: _Stage) -> PassTimes:
-        return PassTimes.split(F=st.F + st.tp_fwd, I=st.I + st.recompute + st.tp_bwd, W=st.W)
+        return PassTimes.split(
+            F=(st.F + st.tp_fwd) * scale, I=(st.I + st.recompute + st.tp_bwd) * scale, W=st.W * scale
+        )
 
     overrides = [
         StageOverride(
@@ -457,14 +497,27 @@ def _pipeline_makespans(
     ]
     out = []
     peaks: tuple[float, ...] = ()
+    running: tuple[float, ...] = ()
     for comm in (p2p_s, 0.0):
         problem = synthetic_problem(
             pp=strategy.pp, microbatches=m, costs=overrides[0].cost, stage_costs=overrides, comm=comm
         )
-        metrics = compute_metrics(problem, simulate(problem, build_schedule(name, problem)))
+        schedule = build_schedule(name, problem)
+        timed = (
+            simulate_shared(
+                problem, schedule, lambda busy: cal.slowdown_at(busy, cores), strategy.dp * strategy.tp
+            )
+            if shared
+            else simulate(problem, schedule)
+        )
+        metrics = compute_metrics(problem, timed)
         out.append(metrics.makespan)
         peaks = metrics.peak_memory_per_device
-    return out[0], out[1], peaks
+        busy = [0.0] * strategy.pp
+        for ta in timed:
+            busy[ta.device] += ta.end - ta.start
+        running = tuple(busy)
+    return out[0], out[1], peaks, running
 
 
 def estimate_strategy(
@@ -485,6 +538,8 @@ def estimate_strategy(
     profile_scale: float = 1.0,
     gemm_dtype: str | None = None,
     shared_cores: int | None = None,
+    calibration: RuntimeCalibration | None = None,
+    bucket_copies: bool = False,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -524,6 +579,13 @@ def estimate_strategy(
         ``fp8``: float8 training as torchao runs it: the linear layers' GEMMs at the device's fp8
         peak, both operands cast per pass (:data:`FP8_CAST_BYTES_PER_ELEMENT`), parameters,
         activations and optimizer state unchanged in ``dtype``.
+    calibration
+        The runtime's measured overheads and the cores' slowdown (:mod:`parplan.cost.calibration`;
+        default: what ``parplan calibrate`` wrote into the cluster file, else none).
+    bucket_copies
+        The data-parallel gradients are copied into flat buckets for the all-reduce and back (torch
+        DDP without ``gradient_as_bucket_view``, train's all-reduce); Megatron-LM's contiguous
+        gradient buffers are the buckets (False).
     shared_cores
         The devices are processes sharing this many CPU cores, their speeds given with every
         process busy. A pipeline's devices idle in its bubbles, which leaves their cores to the busy
@@ -532,7 +594,9 @@ def estimate_strategy(
     profile, profile_scale
         Measured per-op pass times (``parplan profile``) replacing the roofline for the ops they
         list, divided like the op's work over the tensor-parallel group and multiplied by
-        ``profile_scale`` (e.g. ``N / cores`` when N processes share the cores measured alone).
+        ``profile_scale`` (e.g. ``N / cores`` when N processes share the cores measured alone), and
+        by the profile's :attr:`~parplan.cost.profile.Profile.pass_scale` (the measured whole pass
+        over the sum of its ops).
 
     Raises
     ------
@@ -598,31 +662,44 @@ def estimate_strategy(
             eager=eager,
             selective=selective,
             profile=None if profile is None else profile.op_map,
-            profile_scale=profile_scale,
+            profile_scale=profile_scale * (1.0 if profile is None else profile.pass_scale),
             gemm_dtype=gemm_dtype,
         )
         for s, ops in enumerate(stage_ops)
     ]
+    # the runtime's own machinery (measured by parplan calibrate; none for the presets), given as one
+    # core's work and slowed like the compute when the processes share the cores
+    ovh = runtime_calibration(cluster) if calibration is None else calibration
+    contention = ovh.slowdown_at(n, shared_cores) if shared_cores is not None else 1.0
+    split_backward = strategy.pp > 1 and _splits_backward(strategy)
+    for st in stages:
+        if strategy.pp > 1:
+            action = ovh.pipeline_action_s * contention
+            st.F += action
+            st.I += action
+            st.W += action if split_backward else 0.0
+        if strategy.tp > 1:
+            st.tp_fwd += ovh.tp_linear_s / 2 * contention * st.tp_linears
+            st.tp_bwd += ovh.tp_linear_s / 2 * contention * st.tp_linears
     # pipeline (or plain gradient accumulation)
     if strategy.pp > 1:
         boundary = [i for i in stage_ops[0] if graph.ops[i].layer is not None][-1]
         send = graph.ops[boundary].out_bytes / (strategy.tp if strategy.tp > 1 else 1)
         p2p = cluster.link(_device(0, 0, 0, strategy), _device(1, 0, 0, strategy)).time(send)
-        makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p, w_keeps_graph)
-        if shared_cores is not None and n > shared_cores:
-            # Devices idle in the bubbles leave their share of the cores to the busy ones: scale the
-            # compute (given at full contention, n / cores) to the average busy processes per core.
-            busy0 = sum(m * (st.F + st.I + st.W + st.recompute) for st in stages) / len(stages)
-            contention = n / shared_cores
-            factor = max(1.0, contention * min(1.0, busy0 / makespan0)) / contention
-            for st in stages:
-                st.F, st.I, st.W, st.recompute = (
-                    st.F * factor,
-                    st.I * factor,
-                    st.W * factor,
-                    st.recompute * factor,
-                )
-            makespan, makespan0, act_peaks = _pipeline_makespans(stages, strategy, m, p2p, w_keeps_graph)
+        makespan, makespan0, act_peaks, running = _pipeline_makespans(
+            stages, strategy, m, p2p, w_keeps_graph, shared_cores, ovh
+        )
+        for st, wall in zip(stages, running, strict=True):
+            # the time each stage's work took as it shared the cores (it is given at full contention)
+            work = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)
+            factor = wall / work if work > 0 else 1.0
+            st.F, st.I, st.W, st.recompute = (
+                st.F * factor,
+                st.I * factor,
+                st.W * factor,
+                st.recompute * factor,
+            )
+            st.tp_fwd, st.tp_bwd = st.tp_fwd * factor, st.tp_bwd * factor
     else:
         st = stages[0]
         makespan = makespan0 = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)
@@ -654,11 +731,16 @@ def estimate_strategy(
                 )
             last_bucket = total / max(1, ws.layers)
             dp_s = max(last_bucket, total - backward) if overlap_grad_reduce else total
+        if bucket_copies and strategy.zero < 2:  # into the flat buckets and back: read + write twice
+            dp_s += 4 * ws.params * g_bytes / (device.memory_bandwidth_Bps * eff.memory)
+        if strategy.zero >= 2:  # FSDP2's copies around its collectives, once per step
+            units = ws.layers + 1  # one per layer and the stage's root
+            dp_s += (ovh.fsdp_unit_s * units + ovh.fsdp_s_per_byte * ws.params * elem) * contention
     # fp32 training keeps no master copy (Rajbhandari et al. 2020: 16-bit training adds 4 bytes)
     master = 0 if elem == 4 else 4
     updated = ws.params / (strategy.dp if strategy.zero >= 1 else 1)
     optimizer_s = updated * (2 * master + 16 + elem + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
-    step_s = makespan + dp_s + optimizer_s
+    step_s = makespan + dp_s + optimizer_s + ovh.step_sync_s
     terms = {
         "compute": m * (ws.F + ws.I + ws.W),
         "recompute": m * ws.recompute,
@@ -667,6 +749,7 @@ def estimate_strategy(
         "pp_p2p": max(0.0, makespan - makespan0),
         "dp_comm": dp_s,
         "optimizer": optimizer_s,
+        "step_sync": ovh.step_sync_s,
     }
     # memory per stage
     d, z = strategy.dp, strategy.zero

@@ -41,6 +41,8 @@ SMALL, LARGE = 4, 32 * 2**20
 #: The short GEMM issued before every timed collective (a tensor-parallel layer's work between two
 #: collectives at the scale train runs on a CPU).
 LOAD_SHAPE = (128, 256, 768)
+#: The slowdown curve's workload: an MLP (hidden, ffn) training step on this many tokens.
+CURVE_MLP = (256, 1024, 128)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,6 +67,10 @@ class Measured:
     reducescatter_small_s: float
     p2p_small_s: float | None
     p2p_large_s: float | None
+    runtime: dict[str, float]
+    #: per number of busy processes k = 1..N: this process's seconds per MLP training step while
+    #: ranks 0..k-1 ran it at once, or None while it waited
+    busy: tuple[float | None, ...] = ()
 
 
 def _loop_time(fn: Any, repeats: int) -> float:
@@ -144,7 +150,11 @@ def _measure(rank: int, job: CalibrationJob) -> Measured:
 
         p2p_small = _loop_time(lambda: ping(small), job.repeats) / 2
         p2p_large = _loop_time(lambda: ping(large), job.repeats) / 2
+    runtime = _runtime_overheads(rank, job)
+    busy = _busy_curve(rank, job)
     return Measured(
+        runtime=runtime,
+        busy=busy,
         gemm_s=gemm,
         stream_s=stream,
         allreduce_small_s=ar_small,
@@ -154,6 +164,177 @@ def _measure(rank: int, job: CalibrationJob) -> Measured:
         p2p_small_s=p2p_small,
         p2p_large_s=p2p_large,
     )
+
+
+#: The runtime benchmarks' layer: a square linear of this width (small: the overheads are per call).
+RUNTIME_WIDTH = 256
+RUNTIME_MICROBATCHES = 4
+
+
+def _cpu_loop(fn: Any, repeats: int) -> float:
+    """The calling thread's CPU seconds per call of ``fn`` (every process running it at once)."""
+    import torch.distributed as dist
+
+    fn()
+    dist.barrier()
+    c0 = time.thread_time()
+    for _ in range(repeats):
+        fn()
+    elapsed = time.thread_time() - c0
+    dist.barrier()
+    return elapsed / repeats
+
+
+def _busy_curve(rank: int, job: CalibrationJob) -> tuple[float | None, ...]:
+    """For k = 1..N busy processes: this process's seconds per training step of a small MLP
+    (:data:`CURVE_MLP`: GEMMs, an activation, autograd, as a CPU-scale transformer block) while
+    ranks 0..k-1 run it at once and the others wait at a barrier (a waiting gloo process uses no
+    core), or None while it waits."""
+    import torch.distributed as dist
+    from torch import nn
+
+    h, f, tokens = CURVE_MLP
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(h, f), nn.GELU(), nn.Linear(f, h))
+    x = torch.randn(tokens, h)
+
+    def step() -> None:
+        mlp(x).sum().backward()
+
+    out: list[float | None] = []
+    reps = max(3, job.repeats // 2)
+    for k in range(1, job.devices + 1):
+        dist.barrier()
+        if rank < k:
+            step()
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                step()
+            out.append((time.perf_counter() - t0) / reps)
+        else:
+            out.append(None)
+        dist.barrier()
+    return tuple(out)
+
+
+def slowdown_curve(measured: list[Measured]) -> list[float]:
+    """Per k busy processes, how much slower each runs than one alone (the median over the busy
+    processes of :func:`_busy_curve`'s step)."""
+    if not measured or not measured[0].busy or measured[0].busy[0] is None:
+        return []
+    alone = measured[0].busy[0]
+    curve = []
+    for k in range(len(measured[0].busy)):
+        runs = [t for x in measured if (t := x.busy[k]) is not None]
+        curve.append(max(1.0, statistics.median(runs) / alone))
+    return curve
+
+
+def _runtime_overheads(rank: int, job: CalibrationJob) -> dict[str, float]:
+    """The runtime pieces train uses, timed on a small layer against the same work run plainly
+    (:class:`parplan.cost.overheads.RuntimeOverheads`): the step's closing loss all-reduce and
+    barrier; a pipeline of one small linear per process (torch.distributed.pipelining, 1F1B);
+    FSDP2 over all processes; a DTensor column- and row-parallel pair over all processes."""
+    import torch.distributed as dist
+    from torch import nn
+
+    n, reps, w, mbs = job.devices, max(3, job.repeats // 2), RUNTIME_WIDTH, RUNTIME_MICROBATCHES
+    loss = torch.zeros((), dtype=torch.float64)
+
+    def sync() -> None:
+        dist.all_reduce(loss)
+        dist.barrier()
+
+    out = {"step_sync_s": _loop_time(sync, reps)}
+    if n < 2:
+        return out
+    torch.manual_seed(0)
+    x = torch.randn(8, w)
+
+    def plain(module: nn.Module) -> float:
+        def step() -> None:
+            module(x).sum().backward()
+
+        return _cpu_loop(step, reps)
+
+    # pipeline: one linear per stage; the actions' CPU time less the linear's own
+    from torch.distributed.pipelining import PipelineStage
+    from torch.distributed.pipelining.schedules import Schedule1F1B
+
+    layer = nn.Linear(w, w)
+    alone = plain(layer)
+    stage = PipelineStage(layer, rank, n, torch.device("cpu"))
+    sched = Schedule1F1B(stage, mbs, loss_fn=lambda y, t: (y - t).pow(2).mean())
+    batch, target = torch.randn(8 * mbs, w), torch.randn(8 * mbs, w)
+
+    def pipe() -> None:
+        if rank == 0:
+            sched.step(batch)
+        elif rank == n - 1:
+            sched.step(target=target)
+        else:
+            sched.step()
+
+    out["pipeline_action_s"] = max(0.0, (_cpu_loop(pipe, reps) - mbs * alone) / (2 * mbs))
+
+    # FSDP2: two linears, each and the root sharded over all processes, at two widths, so that a
+    # cost per sharded module and a cost per byte can be told apart
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh("cpu", (n,))
+    extra, sizes = [], []
+    for width in (w, 4 * w):
+        xw = torch.randn(8, width)
+
+        def run(module: nn.Module, xw: torch.Tensor = xw) -> float:
+            return _cpu_loop(lambda: module(xw).sum().backward(), reps)
+
+        two = nn.Sequential(nn.Linear(width, width), nn.Linear(width, width))
+        sharded = nn.Sequential(nn.Linear(width, width), nn.Linear(width, width))
+        for sub in sharded:
+            fully_shard(sub, mesh=mesh)
+        fully_shard(sharded, mesh=mesh)
+        extra.append(max(0.0, run(sharded) - run(two)))
+        sizes.append(float(sum(p.numel() * p.element_size() for p in two.parameters())))
+    per_byte = max(0.0, (extra[1] - extra[0]) / (sizes[1] - sizes[0]))
+    out["fsdp_s_per_byte"] = per_byte
+    out["fsdp_unit_s"] = max(0.0, extra[0] - per_byte * sizes[0]) / 3  # two linears and the root
+
+    # DTensor tensor and sequence parallelism as train runs it (Megatron-SP): a norm on the
+    # sequence shard, then a column- and a row-parallel linear (an MLP) whose input is gathered
+    # and whose output is reduce-scattered on the sequence, against the local shard's own work
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.parallel import (
+        ColwiseParallel,
+        RowwiseParallel,
+        SequenceParallel,
+        parallelize_module,
+    )
+
+    tokens = 8 * n
+    xs = torch.randn(1, tokens, w)
+    shard = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w // n), nn.Linear(w // n, w))
+    alone = _cpu_loop(lambda: shard(xs).sum().backward(), reps)
+    mlp = nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w), nn.Linear(w, w))
+    parallelize_module(
+        mlp,
+        mesh,
+        {
+            "0": SequenceParallel(),
+            "1": ColwiseParallel(input_layouts=Shard(1)),
+            "2": RowwiseParallel(output_layouts=Shard(1)),
+        },
+    )
+    local = xs.chunk(n, dim=1)[rank].contiguous()
+    from torch.distributed.tensor import DTensor
+
+    def tp_step() -> None:
+        y = mlp(DTensor.from_local(local, mesh, [Shard(1)]))
+        (y.to_local() if isinstance(y, DTensor) else y).sum().backward()
+
+    out["tp_linear_s"] = max(0.0, _cpu_loop(tp_step, reps) - alone) / 2
+    return out
 
 
 def _worker(rank: int, job: CalibrationJob) -> None:
@@ -244,6 +425,11 @@ def calibrated_cluster(devices: int, measured: list[Measured]) -> dict[str, Any]
     if p2p:
         meta["measured"]["p2p_latency_s"] = p2p[0].p2p_small_s
         meta["measured"]["p2p_bandwidth_Bps"] = LARGE / max(p2p[0].p2p_large_s - p2p[0].p2p_small_s, 1e-9)  # type: ignore[operator]
+    runtime: dict[str, Any] = {
+        k: statistics.median(x.runtime[k] for x in measured if k in x.runtime) for k in measured[0].runtime
+    }
+    runtime["slowdown"] = slowdown_curve(measured)
+    meta["measured"]["runtime"] = runtime
     link = {"bandwidth_Bps": link_bw, "latency_s": latency}
     return {
         "name": f"local:{devices}-calibrated",

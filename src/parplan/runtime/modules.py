@@ -469,9 +469,25 @@ def build_torch_model(
     from parplan.graph.zoo import build_model
 
     if name not in TORCH_MODELS:
-        raise InvalidInputError(
-            f"model {name!r}: no torch implementation to run; models that run: {', '.join(TORCH_MODELS)}"
+        twin = hf_twin(name)
+        if twin is None:
+            raise InvalidInputError(
+                f"model {name!r}: no torch implementation to run; models that run: "
+                f"{', '.join(TORCH_MODELS)} and Hugging Face config.json files of dense or MoE decoders"
+            )
+        if image_size is not None:
+            raise InvalidInputError(f"image_size: {name} is a language model; drop --image-size")
+        cfg, graph = _hf_twin_graph(name, twin, microbatch_size, seq_len, num_layers)
+        torch.manual_seed(seed)
+        tf = twin[1]
+        seq, layers = int(graph.meta_dict["seq_len"]), int(graph.meta_dict["num_layers"])
+        model = OpGraphModel(
+            graph,
+            _lm_ops(cfg, layers, tf.first_dense if tf.moe_experts else 0),
+            {"batch": microbatch_size, "seq_len": seq, "label_len": seq, "vocab": cfg.vocab},
         )
+        _check_same_graph(model, graph)
+        return model, graph
     opts: dict[str, Any] = {"seq_len": seq_len, "num_layers": num_layers}
     if name == "multimodal-small":
         opts["image_size"] = image_size
@@ -497,6 +513,102 @@ def build_torch_model(
     return model, graph
 
 
+def hf_twin(spec: str) -> tuple[_Cfg, Any] | None:
+    """The torch twin's configuration of a Hugging Face ``config.json`` (None if ``spec`` is not
+    one), refusing what the twin does not implement, with the reason.
+
+    The twin is the same decoder by shape (the zoo's graph of the config, op for op), initialised
+    at random: rotary embeddings are left out (they cost no parameters and a few element-wise
+    FLOPs), dropout is not applied (the graph still counts its memory) and a tied head is untied
+    (the prediction is made for the untied model too: see :func:`twin_graph`).
+    """
+    import json
+    from pathlib import Path
+
+    from parplan.graph.hf_config import hf_transformer_config, is_hf_config
+
+    path = Path(spec)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not is_hf_config(data):
+        return None
+    _, tf, _ = hf_transformer_config(data, spec)
+    refuse = []
+    if tf.kv_heads not in (None, tf.heads):
+        refuse.append(f"grouped-query attention ({tf.kv_heads} KV heads for {tf.heads})")
+    if tf.head_dim not in (None, tf.hidden // tf.heads):
+        refuse.append(f"head_dim {tf.head_dim} != hidden / heads")
+    if tf.qkv_bias:
+        refuse.append("a bias on the Q, K, V projection only")
+    if tf.mla is not None:
+        refuse.append("multi-head latent attention")
+    if refuse:
+        raise InvalidInputError(
+            f"{spec}: the torch twin train runs has no {'; no '.join(refuse)}; plan it with "
+            "frontier/plan/compare, or give a config without it"
+        )
+    cfg = _Cfg(
+        vocab=tf.vocab,
+        hidden=tf.hidden,
+        heads=tf.heads,
+        ffn=tf.ffn,
+        bias=tf.bias,
+        layernorm=tf.layernorm,
+        gated=tf.gated,
+        positions=tf.max_positions,
+        experts=tf.moe_experts,
+        top_k=tf.moe_top_k,
+        moe_ffn=tf.moe_ffn,
+        shared=tf.moe_shared,
+    )
+    return cfg, tf
+
+
+def _hf_twin_graph(
+    spec: str, twin: tuple[_Cfg, Any], microbatch_size: int, seq_len: int | None, num_layers: int | None
+) -> tuple[_Cfg, OpGraph]:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from parplan.graph.hf_config import build_hf_model
+
+    cfg, tf = twin
+    graph = build_hf_model(
+        Path(spec), microbatch_size=microbatch_size, seq_len=seq_len, dtype="fp32", num_layers=num_layers
+    )
+    if tf.tied_head:  # the twin's head has its own weights: build the graph it runs
+        from parplan.graph.zoo import _build_lm
+
+        meta = graph.meta_dict
+        graph = _build_lm(
+            graph.name,
+            replace(tf, tied_head=False),
+            b=microbatch_size,
+            dtype="fp32",
+            seq_len=int(meta["seq_len"]),
+            num_layers=int(meta["num_layers"]),
+        )
+    return cfg, graph
+
+
+def twin_graph(spec: str, **options: Any) -> OpGraph:
+    """The analytic graph (fp32) of the torch twin train runs for ``spec`` (a zoo name or a Hugging
+    Face ``config.json``), without building the torch model: what its predictions are made for."""
+    from parplan.graph.zoo import build_model
+
+    twin = hf_twin(spec)
+    if twin is None:
+        return build_model(spec, dtype="fp32", **options)
+    opts = {k: options.get(k) for k in ("microbatch_size", "seq_len", "num_layers")}
+    if options.get("image_size") is not None:
+        raise InvalidInputError(f"image_size: {spec} is a language model; drop --image-size")
+    return _hf_twin_graph(spec, twin, opts["microbatch_size"] or 1, opts["seq_len"], opts["num_layers"])[1]
+
+
 def _check_same_graph(model: OpGraphModel, graph: OpGraph) -> None:
     """Every analytic op has a module and every module an analytic op (a bug here is ours)."""
     names = {_key(op.name) for op in graph.ops}
@@ -505,6 +617,12 @@ def _check_same_graph(model: OpGraphModel, graph: OpGraph) -> None:
         from parplan.errors import InternalError
 
         raise InternalError(f"torch model {graph.name!r} has modules for unknown ops {extra[:5]}")
+    have = sum(p.numel() * p.element_size() for p in model.parameters())
+    want = sum(op.param_bytes for op in graph.ops)
+    if abs(have - want) > 1e-3 * max(want, 1):
+        from parplan.errors import InternalError
+
+        raise InternalError(f"torch model {graph.name!r} has {have} parameter bytes, its graph {want:.0f}")
 
 
 def stage_param_names(model: OpGraphModel, op_names: Sequence[str]) -> list[str]:

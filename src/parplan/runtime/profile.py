@@ -136,6 +136,33 @@ def profile_ops(
     return result
 
 
+def whole_pass_seconds(
+    model: OpGraphModel,
+    *,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    seed: int = 0,
+    clock: str = "wall",
+) -> float:
+    """Median seconds of one whole forward and backward of a micro-batch (all ops at once).
+
+    Op-by-op times miss what runs between ops (the framework's dispatch, the autograd engine's
+    bookkeeping); the estimate scales them so that they add up to this
+    (:attr:`parplan.cost.profile.Profile.pass_scale`).
+    """
+    timed = _timer(device, clock)
+    data = {k: v.to(device) for k, v in model.make_batch(0, seed).items()}
+
+    def step() -> None:
+        loss = model(data)
+        loss.float().sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    times = [timed(step)[0] for _ in range(warmup + repeats)]
+    return float(statistics.median(times[warmup:]))
+
+
 def profile_model(
     name: str,
     *,
@@ -203,6 +230,9 @@ def profile_model(
         torch.set_num_threads(threads)
     try:
         ops = profile_ops(model, repeats=repeats, warmup=warmup, device=device, seed=seed, clock=clock)
+        whole = whole_pass_seconds(
+            model, repeats=repeats, warmup=warmup, device=device, seed=seed, clock=clock
+        )
     finally:
         torch.set_num_threads(old_threads)
     meta = graph.meta_dict
@@ -225,6 +255,7 @@ def profile_model(
                     "num_layers": meta.get("num_layers"),
                     "image_size": meta.get("image_size"),
                     "method": "median; I = autograd.grad w.r.t. inputs, W = w.r.t. parameters",
+                    "whole_pass_s": whole,
                 }.items()
             )
         ),

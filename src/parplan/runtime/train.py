@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +104,11 @@ class DeviceReport:
     coords: tuple[int, int, int]  # (pp, dp, tp)
     losses: tuple[float, ...]
     step_s: tuple[float, ...]
+    #: per step, seconds spent in each phase: ``compute`` (forwards and backwards; a pipeline's
+    #: whole schedule with its sends, receives and waits; DDP's and FSDP's overlapped collectives),
+    #: ``grad_sync`` (all-reduce after the backward), ``optimizer`` (its step, ZeRO-1's broadcast),
+    #: ``other`` (the loss reduction and the step's closing barrier)
+    phase_s: tuple[Mapping[str, float], ...]
     memory: Mapping[str, float]
     cuda_peak_bytes: float | None
     grads: Mapping[str, Tensor] | None = field(default=None, repr=False)
@@ -244,10 +249,29 @@ def pipeline_csv(strategy: Strategy, microbatches: int) -> str:
 
 def check_model(name: str) -> None:
     """Refuse a model ``train`` has no torch twin for, naming the ones it runs."""
-    if name not in TRAIN_MODELS:
-        runs = ", ".join(TRAIN_MODELS)
-        extra = f" ({name} runs under `parplan run` as a pipeline plan)" if name in TORCH_MODELS else ""
-        raise InvalidInputError(f"--model {name!r}: train runs {runs}{extra}")
+    from parplan.runtime.modules import hf_twin
+
+    if name in TRAIN_MODELS or hf_twin(name) is not None:
+        return
+    runs = ", ".join(TRAIN_MODELS)
+    extra = f" ({name} runs under `parplan run` as a pipeline plan)" if name in TORCH_MODELS else ""
+    raise InvalidInputError(
+        f"--model {name!r}: train runs {runs} and Hugging Face config.json files of decoders{extra}"
+    )
+
+
+def _tp_refusal(model: str) -> str | None:
+    """Why ``model`` has no tensor-parallel plan in train, or None when it has one."""
+    from parplan.runtime.modules import hf_twin
+
+    if model in TP_MODELS:
+        return None
+    twin = hf_twin(model)
+    if twin is None or twin[0].experts:
+        return "its experts would need expert parallelism"
+    if twin[0].gated:
+        return "its fused gate and up projection would need regrouping, as QKV has"
+    return None
 
 
 def build_train_model(
@@ -393,7 +417,12 @@ class ActivationMeter:
                 self.meter.live -= self.size
 
     @contextmanager
-    def active(self) -> Any:
+    def active(self, on: bool = True) -> Any:
+        """Meter the forwards run inside (``on``). train meters its first step only, whose time the
+        median leaves out, so the timed steps run without the hooks' Python overhead."""
+        if not on:
+            yield self
+            return
         with torch.autograd.graph.saved_tensors_hooks(
             lambda t: ActivationMeter._Held(self, t), lambda h: h.tensor
         ):
@@ -444,6 +473,49 @@ def _batch(graph_model: Any, dp_rank: int, j: int, job: TrainJob) -> dict[str, T
     return graph_model.make_batch(dp_rank * job.microbatches + j, job.seed)  # type: ignore[no-any-return]
 
 
+#: Gradient bucket size of the all-reduce after the backward (DDP's default, 25 MiB).
+BUCKET_BYTES = 25 * 2**20
+
+
+def _param_groups(params: Sequence[nn.Parameter]) -> list[dict[str, Any]]:
+    """DTensor parameters and plain ones in separate optimizer groups: a multi-tensor (foreach)
+    step takes one kind of tensor at a time."""
+    from torch.distributed.tensor import DTensor
+
+    kinds = [[p for p in params if isinstance(p, DTensor)], [p for p in params if not isinstance(p, DTensor)]]
+    return [{"params": k} for k in kinds if k]
+
+
+def all_reduce_buckets(grads: Sequence[Tensor], group: Any, dp: int) -> None:
+    """Average ``grads`` over ``group`` in place, as DDP does: flattened into buckets of
+    :data:`BUCKET_BYTES`, one all-reduce per bucket (one per tensor would pay the collective's
+    latency for every parameter)."""
+    import torch.distributed as dist
+
+    bucket: list[Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        if not bucket:
+            return
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat, group=group)
+        flat /= dp
+        offset = 0
+        for g in bucket:
+            g.copy_(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        bucket.clear()
+
+    for g in grads:
+        if bucket and (g.dtype != bucket[0].dtype or size + g.numel() * g.element_size() > BUCKET_BYTES):
+            flush()
+            size = 0
+        bucket.append(g)
+        size += g.numel() * g.element_size()
+    flush()
+
+
 def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
@@ -481,16 +553,25 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
 
         wrapped = DistributedDataParallel(root, process_group=dp_group)
     elif s.dp > 1:
-        manual_allreduce = True  # DDP takes neither DTensor parameters nor a pipeline's backwards
+        manual_allreduce = _manual_allreduce(s)
     params = list(root.parameters())
+    groups = _param_groups(params)
     if s.zero == 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
+        # bucket views: the updated shards are broadcast a bucket at a time, not a parameter at a time
         opt: Any = ZeroRedundancyOptimizer(
-            params, optimizer_class=torch.optim.AdamW, lr=job.lr, process_group=dp_group
+            params,
+            optimizer_class=torch.optim.AdamW,
+            lr=job.lr,
+            process_group=dp_group,
+            parameters_as_bucket_view=s.tp == 1,  # bucket views would flatten DTensors
+            foreach=s.tp > 1,
         )
     else:
-        opt = torch.optim.AdamW(params, lr=job.lr)
+        # DTensor parameters: the multi-tensor AdamW dispatches a few ops per step, not a few per
+        # parameter (each DTensor op pays its sharding propagation)
+        opt = torch.optim.AdamW(groups, lr=job.lr, foreach=s.tp > 1)
     schedule = None
     if s.pp > 1:
         from torch.distributed.pipelining import PipelineStage
@@ -515,6 +596,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
     meter = ActivationMeter()
     losses: list[float] = []
     times: list[float] = []
+    phases: list[dict[str, float]] = []
     grads: dict[str, Tensor] | None = None
     grad_bytes = 0.0
     t_start = time.perf_counter()
@@ -531,7 +613,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
             labels = torch.cat([b["labels"] for b in batches])
             first, last = pp_rank == 0, pp_rank == s.pp - 1
             seen_losses.clear()
-            with meter.active():
+            with meter.active(step == 0):
                 schedule.step(*((tokens,) if first else ()), target=labels if last else None)
             if last:
                 if len(seen_losses) < job.microbatches:
@@ -541,25 +623,34 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                 total += sum(seen_losses[-job.microbatches :]) / job.microbatches
         else:
             for data in batches:
-                with meter.active():
+                with meter.active(step == 0):
                     loss = wrapped(data) / job.microbatches
                 loss.backward()
                 total += float(_local(loss).detach())
+        t_compute = time.perf_counter()
         if manual_allreduce:
-            for p in params:
-                if p.grad is not None:
-                    local = _local(p.grad)
-                    dist.all_reduce(local, group=dp_group)
-                    local /= s.dp
+            all_reduce_buckets([_local(p.grad) for p in params if p.grad is not None], dp_group, s.dp)
         grad_bytes = max(grad_bytes, _tensor_bytes(p.grad for p in params if p.grad is not None))
-        if step == 0 and job.collect_grads:
+        t_sync = time.perf_counter()
+        if step == 0 and job.collect_grads:  # the first step is left out of the timings
             grads = _full_grads(model, orders, root)
+        t_step = time.perf_counter()
         opt.step()
+        t_opt = time.perf_counter()
         loss_t = total.clone()
         dist.all_reduce(loss_t)  # the last stage's dp ranks hold the losses (tp ranks alike)
         losses.append(float(loss_t) / (s.dp * s.tp))
         dist.barrier()
-        times.append(time.perf_counter() - t0)
+        t_end = time.perf_counter()
+        times.append(t_end - t0)
+        phases.append(
+            {
+                "compute": t_compute - t0,
+                "grad_sync": t_sync - t_compute,
+                "optimizer": t_opt - t_step,
+                "other": t_end - t_opt,
+            }
+        )
         if job.progress and rank == 0:
             print(
                 f"[train] step {step + 1}/{job.steps}  loss {losses[-1]:.5f}  {times[-1]:.2f} s/step  "
@@ -581,6 +672,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
         coords=(pp_rank, dp_rank, tp_rank),
         losses=tuple(losses),
         step_s=tuple(times),
+        phase_s=tuple(phases),
         memory=memory,
         cuda_peak_bytes=cuda_peak,
         grads=grads if dp_rank == 0 and tp_rank == 0 else None,
@@ -651,6 +743,10 @@ class TrainResult:
     predicted_peak_memory_bytes: tuple[float, ...]
     measured_memory: tuple[Mapping[str, float], ...]
     predicted_memory: Mapping[str, float]
+    #: median seconds per phase (:attr:`DeviceReport.phase_s`) of the slowest device, beside the
+    #: prediction's terms gathered into the same phases (:func:`predicted_phases`)
+    measured_phase_s: Mapping[str, float]
+    predicted_phase_s: Mapping[str, float]
     cluster: str
     memory_method: str
     chosen_by: str
@@ -674,19 +770,56 @@ class TrainResult:
             "predicted_peak_memory_bytes": list(self.predicted_peak_memory_bytes),
             "measured_memory_bytes": [dict(m) for m in self.measured_memory],
             "predicted_memory_bytes": dict(self.predicted_memory),
+            "measured_phase_s": dict(self.measured_phase_s),
+            "predicted_phase_s": dict(self.predicted_phase_s),
             "memory_method": self.memory_method,
             "notes": list(self.notes),
         }
 
 
-def prediction_options(devices: int, profile: Any = None) -> dict[str, Any]:
+def warmup_steps(steps: int) -> int:
+    """Steps left out of the timings: the first (lazy initialisation, the pipeline runtime's shape
+    inference, the memory meter) and, from 4 steps on, the second too (the allocator and the
+    caches settle over two steps on this machine)."""
+    return 0 if steps == 1 else 1 if steps < 4 else 2
+
+
+PHASES = ("compute", "grad_sync", "optimizer", "other")
+
+
+def _manual_allreduce(s: Strategy) -> bool:
+    """Gradients all-reduced after the backward: data parallelism that neither DDP (which takes
+    neither DTensor parameters nor a pipeline's backwards) nor FSDP2 (ZeRO-2/3) runs."""
+    return s.dp > 1 and s.zero < 2 and (s.tp > 1 or s.pp > 1)
+
+
+def predicted_phases(strategy: Strategy, terms: Mapping[str, float]) -> dict[str, float]:
+    """The estimate's terms gathered into train's measured phases: DDP and FSDP2 reduce inside
+    the backward, so their ``dp_comm`` is part of ``compute``; the manual all-reduce is its own
+    ``grad_sync``."""
+    inside = ("compute", "recompute", "tp_comm", "pp_bubble", "pp_p2p")
+    sync = terms.get("dp_comm", 0.0) if _manual_allreduce(strategy) else 0.0
+    return {
+        "compute": sum(terms.get(k, 0.0) for k in inside) + terms.get("dp_comm", 0.0) - sync,
+        "grad_sync": sync,
+        "optimizer": terms.get("optimizer", 0.0),
+        "other": terms.get("step_sync", 0.0),
+    }
+
+
+def prediction_options(devices: int, profile: Any = None, cluster: Any = None) -> dict[str, Any]:
     """How the estimate models this runtime: torch's split backward keeps the graph until W, the
     processes share this machine's cores (so a pipeline's idle stages speed up the busy ones), and
-    a profile measured by one process on one core is slowed by ``devices / cores`` sharing."""
-    opts: dict[str, Any] = {"w_keeps_graph": True, "shared_cores": os.cpu_count() or 1}
+    a profile measured by one process alone is slowed as ``devices`` busy processes slow each
+    other (the cluster's calibrated slowdown, else fair sharing of the cores)."""
+    from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
+
+    cores = os.cpu_count() or 1
+    opts: dict[str, Any] = {"w_keeps_graph": True, "shared_cores": cores, "bucket_copies": True}
     if profile is not None:
+        cal = RuntimeCalibration() if cluster is None else runtime_calibration(cluster)
         opts["profile"] = profile
-        opts["profile_scale"] = devices / (os.cpu_count() or 1)
+        opts["profile_scale"] = cal.slowdown_at(devices, cores)
     return opts
 
 
@@ -696,10 +829,11 @@ def _stage_mem(est: Any, stage: int) -> Any:
 
 def check_strategy(strategy: Strategy, model: str = "gpt-tiny") -> None:
     """Refuse what this runtime does not execute, saying what to do instead."""
-    if strategy.tp > 1 and model not in TP_MODELS:
+    why = _tp_refusal(model) if strategy.tp > 1 else None
+    if why:
         raise InvalidInputError(
-            f"strategy {strategy.to_text()!r}: {model} has no tensor-parallel plan in train (its experts "
-            f"would need expert parallelism); use tp=1 with dp, zero, recompute and pp"
+            f"strategy {strategy.to_text()!r}: {model} has no tensor-parallel plan in train ({why}); "
+            f"use tp=1 with dp, zero, recompute and pp"
         )
     if strategy.pp > 1:
         pipeline_csv(strategy, strategy.pp)  # a schedule that is not one stage per rank is refused here
@@ -737,9 +871,9 @@ def choose_strategy(
     """
     from parplan.errors import InfeasibleError
     from parplan.frontier.grid import grid_frontier
-    from parplan.graph.zoo import build_model
+    from parplan.runtime.modules import twin_graph
 
-    graph = build_model(model, dtype="fp32", **dict(model_options or {}))
+    graph = twin_graph(model, **dict(model_options or {}))
     f = grid_frontier(
         graph,
         cluster,
@@ -747,7 +881,7 @@ def choose_strategy(
         global_batch=global_batch,
         memory_limit=memory_limit,
         allowed=lambda st: runnable(st, model),
-        **prediction_options(devices, profile),
+        **prediction_options(devices, profile, cluster),
     )
     if time_target is not None:
         fit = [e for e in f.fitting() if e.step_s <= time_target]
@@ -810,7 +944,7 @@ def train(
     losses and first-step gradients are compared.
     """
     from parplan.cost.strategy import estimate_strategy
-    from parplan.graph.zoo import build_model
+    from parplan.runtime.modules import twin_graph
 
     check_strategy(strategy, model)
     if backend not in BACKENDS:
@@ -824,7 +958,7 @@ def train(
         )
     options = dict(model_options or {})
     build_train_model(model, options, seed)  # bad model or options fail here, with their message
-    graph = build_model(model, dtype="fp32", **options)
+    graph = twin_graph(model, **options)
     b = int(graph.meta_dict.get("microbatch_size", 1))
     gb = strategy.num_devices * b if global_batch is None else global_batch
     if gb < 1 or gb % (strategy.dp * b):
@@ -833,7 +967,11 @@ def train(
         )
     microbatches = gb // (strategy.dp * b)
     est = estimate_strategy(
-        graph, strategy, cluster, global_batch=gb, **prediction_options(strategy.num_devices, profile)
+        graph,
+        strategy,
+        cluster,
+        global_batch=gb,
+        **prediction_options(strategy.num_devices, profile, cluster),
     )
     threads = max(1, (os.cpu_count() or 1) // strategy.num_devices)
     with tempfile.TemporaryDirectory(prefix="parplan-train-") as tmp:
@@ -870,7 +1008,11 @@ def train(
         grad_err = max(float((got[n] - ref_grads[n]).abs().max()) for n in ref_grads)
         loss_err = max(abs(a - r) / max(abs(r), 1e-12) for a, r in zip(losses, ref_losses, strict=True))
     per_step = [max(r.step_s[k] for r in reports) for k in range(steps)]
-    measured = statistics.median(per_step[1:] if steps > 1 else per_step)
+    timed = slice(warmup_steps(steps), None)
+    measured = statistics.median(per_step[timed])
+    # the phases of the busiest device (the others wait for it in "other")
+    medians = [{ph: statistics.median(p[ph] for p in r.phase_s[timed]) for ph in PHASES} for r in reports]
+    phase_s = max(medians, key=lambda ph: ph["compute"] + ph["grad_sync"] + ph["optimizer"])
     notes = []
     if strategy.num_devices < cluster.num_devices:
         notes.append(f"{cluster.num_devices - strategy.num_devices} of the cluster's devices left idle")
@@ -892,6 +1034,8 @@ def train(
         ),
         measured_memory=tuple(r.memory for r in reports),
         predicted_memory={**est.memory.to_json(), "total": est.memory.total},
+        measured_phase_s=phase_s,
+        predicted_phase_s=predicted_phases(strategy, est.terms),
         cluster=cluster.name,
         memory_method=(
             "tensor accounting: parameters, gradients and optimizer state held, peak autograd-saved tensors; "
