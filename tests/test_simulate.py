@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -253,7 +254,7 @@ def test_one_core_runs_all_the_work_back_to_back() -> None:
         assert all(t.end - t.start >= 1 - 1e-9 for t in timed)
         for d in range(4):
             mine = sorted((t for t in timed if t.device == d), key=lambda t: t.start)
-            assert all(a.end <= b.start + 1e-9 for a, b in zip(mine, mine[1:], strict=False))
+            assert all(a.end <= b.start + 1e-9 for a, b in itertools.pairwise(mine))
 
 
 def test_two_cores_for_four_stages_bound_by_half_the_work() -> None:

@@ -185,6 +185,11 @@ def _fmt(x: float | None, unit: str = "") -> str:
     return f"{x:g}"
 
 
+def _fmt_size(x: float) -> str:
+    """Bytes in the unit that shows them (MiB below 1 GiB): train's models are small."""
+    return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.2f} MiB"
+
+
 def _emit_json(data: object) -> None:
     """Print one strict JSON document on stdout: NaN and infinities become null."""
     sys.stdout.write(json.dumps(_strict(data), indent=1, default=_json_default, allow_nan=False) + "\n")
@@ -1669,7 +1674,11 @@ def calibrate(
 @app.command()
 def train(
     model: Annotated[
-        str, typer.Option(help="Zoo model with a torch twin that train runs: gpt-tiny, moe-small (tp = 1).")
+        str,
+        typer.Option(
+            help="A model train has a torch twin of: gpt-tiny, moe-small (tp = 1), or a Hugging Face "
+            "config.json of a decoder (its twin by shape, random weights; tp for non-gated dense ones)."
+        ),
     ] = "gpt-tiny",
     cluster: Annotated[
         str, typer.Option(help="Cluster for the prediction and the choice: local:N runs N processes here.")
@@ -1851,16 +1860,25 @@ def train(
             _fmt(result.predicted_step_s, "s"),
             f"{result.measured_step_s / result.predicted_step_s:.2f}x",
         )
+        for phase in ("compute", "grad_sync", "optimizer", "other"):
+            got = result.measured_phase_s[phase]
+            want = result.predicted_phase_s[phase]
+            cmp_t.add_row(
+                f"  {phase.replace('_', ' ')}",
+                _fmt(got, "s"),
+                _fmt(want, "s"),
+                f"{got / want:.2f}x" if want else "-",
+            )
         peak = max(result.measured_peak_memory_bytes)
         pred = max(result.predicted_peak_memory_bytes)
-        cmp_t.add_row("peak memory / device", _fmt(peak, "bytes"), _fmt(pred, "bytes"), f"{peak / pred:.2f}x")
+        cmp_t.add_row("peak memory / device", _fmt_size(peak), _fmt_size(pred), f"{peak / pred:.2f}x")
         for comp in ("parameters", "gradients", "optimizer_state", "activations"):
             got = max(m[comp] for m in result.measured_memory)
             want = result.predicted_memory[comp]
             cmp_t.add_row(
                 f"  {comp.replace('_', ' ')}",
-                _fmt(got, "bytes"),
-                _fmt(want, "bytes"),
+                _fmt_size(got),
+                _fmt_size(want),
                 f"{got / want:.2f}x" if want else "-",
             )
         out.print(cmp_t)

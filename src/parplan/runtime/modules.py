@@ -568,6 +568,28 @@ def hf_twin(spec: str) -> tuple[_Cfg, Any] | None:
     return cfg, tf
 
 
+def twin_notes(spec: str) -> list[str]:
+    """What the torch twin of a ``config.json`` leaves out or changes, one line each (none for zoo
+    models)."""
+    twin = hf_twin(spec)
+    if twin is None:
+        return []
+    tf = twin[1]
+    notes = []
+    if tf.tied_head:
+        notes.append(
+            f"{spec} ties the head to the embedding; the twin trains an untied head "
+            f"(+{tf.vocab * tf.hidden:,} parameters), and the prediction is for that model"
+        )
+    if tf.max_positions is None:
+        notes.append(f"{spec} uses rotary position embeddings; the twin leaves them out (no parameters)")
+    if tf.dropout:
+        notes.append(
+            f"{spec} has dropout; the twin trains without it (the prediction still counts its memory)"
+        )
+    return notes
+
+
 def _hf_twin_graph(
     spec: str, twin: tuple[_Cfg, Any], microbatch_size: int, seq_len: int | None, num_layers: int | None
 ) -> tuple[_Cfg, OpGraph]:

@@ -64,6 +64,7 @@ from parplan.runtime.modules import (
     Value,
     _key,
     build_torch_model,
+    twin_notes,
 )
 from parplan.strategy import Strategy
 
@@ -1013,7 +1014,7 @@ def train(
     # the phases of the busiest device (the others wait for it in "other")
     medians = [{ph: statistics.median(p[ph] for p in r.phase_s[timed]) for ph in PHASES} for r in reports]
     phase_s = max(medians, key=lambda ph: ph["compute"] + ph["grad_sync"] + ph["optimizer"])
-    notes = []
+    notes = twin_notes(model)
     if strategy.num_devices < cluster.num_devices:
         notes.append(f"{cluster.num_devices - strategy.num_devices} of the cluster's devices left idle")
     return TrainResult(
