@@ -194,6 +194,50 @@ class TrainModel(nn.Module):
         return values[self.loss_name]  # type: ignore[return-value]
 
 
+def is_user_model(spec: str) -> bool:
+    """``FILE.py:FACTORY``: the user's own module (``parplan trace``'s factories)."""
+    path, sep, factory = spec.rpartition(":")
+    return bool(sep) and path.endswith(".py") and factory.isidentifier()
+
+
+class UserTrainModel(nn.Module):
+    """A user's module and its loss (``FILE.py:FACTORY``) as train runs it: ``forward(data)`` takes
+    the factory's example inputs as ``input0, input1, ...`` and returns the loss. ``layers`` are its
+    direct children that hold parameters (FSDP2 shards each, then the root)."""
+
+    def __init__(self, spec: str, seed: int) -> None:
+        from parplan.runtime.user_model import load_factory
+
+        super().__init__()
+        torch.manual_seed(seed)  # the same weights in every process and in the --check run
+        user = load_factory(spec)
+        self.model = user.module
+        self.loss_fn = user.loss_fn
+        self.example = tuple(t.detach() for t in user.inputs)
+        self.layers = [m for m in self.model.children() if any(True for _ in m.parameters())]
+
+    def forward(self, data: Mapping[str, Tensor]) -> Tensor:
+        inputs = tuple(data[f"input{i}"] for i in range(len(self.example)))
+        out = self.model(*inputs)
+        loss = self.loss_fn(out, inputs) if self.loss_fn is not None else out.float().mean()
+        return loss  # type: ignore[no-any-return]
+
+    def make_batch(self, microbatch: int, seed: int = 0) -> dict[str, Tensor]:
+        """Micro-batch ``microbatch``: the factory's example inputs, floating-point ones scaled by
+        ``1 + microbatch / 8`` so that data-parallel ranks reduce different gradients (integer
+        inputs, e.g. token ids, as given)."""
+        scale = 1 + microbatch / 8
+        return {f"input{i}": t * scale if t.is_floating_point() else t for i, t in enumerate(self.example)}
+
+
+def user_graph(spec: str, seed: int = 0) -> Any:
+    """The traced graph (``parplan trace``) of a user's module with its loss: what train predicts."""
+    from parplan.runtime.user_model import load_factory, trace_user_model
+
+    torch.manual_seed(seed)
+    return trace_user_model(load_factory(spec))
+
+
 class StageModule(nn.Module):
     """Pipeline stage ``stage`` of ``stages``: its layers (and the embedding first, the head last).
 
@@ -252,12 +296,13 @@ def check_model(name: str) -> None:
     """Refuse a model ``train`` has no torch twin for, naming the ones it runs."""
     from parplan.runtime.modules import hf_twin
 
-    if name in TRAIN_MODELS or hf_twin(name) is not None:
+    if name in TRAIN_MODELS or is_user_model(name) or hf_twin(name) is not None:
         return
     runs = ", ".join(TRAIN_MODELS)
     extra = f" ({name} runs under `parplan run` as a pipeline plan)" if name in TORCH_MODELS else ""
     raise InvalidInputError(
-        f"--model {name!r}: train runs {runs} and Hugging Face config.json files of decoders{extra}"
+        f"--model {name!r}: train runs {runs}, Hugging Face config.json files of decoders and your own "
+        f"module as FILE.py:FACTORY{extra}"
     )
 
 
@@ -277,8 +322,17 @@ def _tp_refusal(model: str) -> str | None:
 
 def build_train_model(
     name: str, options: Mapping[str, Any], seed: int, recompute: str = "none"
-) -> tuple[TrainModel, Any]:
-    """The torch twin of zoo model ``name`` as a :class:`TrainModel`, and its OpGraphModel (for data)."""
+) -> tuple[Any, Any]:
+    """The torch twin of zoo model ``name`` as a :class:`TrainModel`, and its OpGraphModel (for
+    data); a user's ``FILE.py:FACTORY`` as a :class:`UserTrainModel`, twice."""
+    if is_user_model(name):
+        if options:
+            raise InvalidInputError(
+                f"{', '.join('--' + k.replace('_', '-') for k in options)}: {name} is your module, its "
+                "shapes are the factory's example inputs; drop the option"
+            )
+        user = UserTrainModel(name, seed)
+        return user, user
     check_model(name)
     graph_model, _ = build_torch_model(name, seed=seed, **dict(options))
     return TrainModel(graph_model, recompute), graph_model
@@ -830,6 +884,22 @@ def _stage_mem(est: Any, stage: int) -> Any:
 
 def check_strategy(strategy: Strategy, model: str = "gpt-tiny") -> None:
     """Refuse what this runtime does not execute, saying what to do instead."""
+    if is_user_model(model):
+        refuse = []
+        if strategy.pp > 1:
+            refuse.append(
+                "pipeline stages (plan them with `parplan plan --graph` and run with `parplan run`)"
+            )
+        if strategy.tp > 1:
+            refuse.append("a tensor-parallel plan (that needs your module's own DTensor plan)")
+        if strategy.recompute != "none":
+            refuse.append("recompute (wrap your blocks in torch.utils.checkpoint yourself)")
+        if refuse:
+            raise InvalidInputError(
+                f"strategy {strategy.to_text()!r}: train runs your module {model} with data parallelism "
+                f"and ZeRO 0-3 only, not {'; not '.join(refuse)}"
+            )
+        return
     why = _tp_refusal(model) if strategy.tp > 1 else None
     if why:
         raise InvalidInputError(
@@ -874,7 +944,7 @@ def choose_strategy(
     from parplan.frontier.grid import grid_frontier
     from parplan.runtime.modules import twin_graph
 
-    graph = twin_graph(model, **dict(model_options or {}))
+    graph = user_graph(model) if is_user_model(model) else twin_graph(model, **dict(model_options or {}))
     f = grid_frontier(
         graph,
         cluster,
@@ -959,7 +1029,7 @@ def train(
         )
     options = dict(model_options or {})
     build_train_model(model, options, seed)  # bad model or options fail here, with their message
-    graph = twin_graph(model, **options)
+    graph = user_graph(model, seed) if is_user_model(model) else twin_graph(model, **options)
     b = int(graph.meta_dict.get("microbatch_size", 1))
     gb = strategy.num_devices * b if global_batch is None else global_batch
     if gb < 1 or gb % (strategy.dp * b):
