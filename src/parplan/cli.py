@@ -1689,8 +1689,8 @@ def train(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help='Run this strategy, e.g. "pp=1,dp=2,tp=2,zero=1,recompute=full" (default: chosen from the '
-            "frontier)."
+            help='Run this strategy, e.g. "pp=1,dp=2,tp=2,zero=1,recompute=full" or "pp=2,dp=2,schedule=plan" '
+            "(the planner's pipeline order); default: chosen from the frontier."
         ),
     ] = None,
     memory_limit: Annotated[

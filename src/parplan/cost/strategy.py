@@ -161,6 +161,10 @@ class StrategyEstimate:
     mfu: float
     fits: bool
     notes: tuple[str, ...] = field(default=())
+    #: pp > 1: the pipeline problem the estimate timed (one stage per rank; per-micro-batch F, I, W
+    #: of each stage, its activation memory, the send time), for a planner to schedule
+    #: (``estimate_strategy(pipeline_schedule=...)`` prices the schedule it finds)
+    pipeline_problem: Any = field(default=None, repr=False, compare=False)
 
     @property
     def tokens_per_s_per_device(self) -> float:
@@ -462,10 +466,12 @@ def _pipeline_makespans(
     w_keeps_graph: bool,
     shared_cores: int | None = None,
     calibration: RuntimeCalibration | None = None,
-) -> tuple[float, float, tuple[float, ...], tuple[float, ...]]:
+    schedule: Any = None,
+) -> tuple[float, float, tuple[float, ...], tuple[float, ...], Any]:
     """(makespan with sends, makespan without, peak in-flight activation bytes per stage, each
-    stage's time running without sends).
+    stage's time running without sends, the problem timed with sends).
 
+    ``schedule`` (per-device orders, e.g. a planner's) is timed instead of the strategy's named one.
     With ``shared_cores`` the stage times, given with every process busy, are turned into one
     process's work alone and the schedule is simulated with the cores shared
     (:func:`parplan.simulate.simulate_shared`): each busy process runs at the speed measured with
@@ -477,7 +483,7 @@ def _pipeline_makespans(
     from parplan.simulate import compute_metrics, simulate, simulate_shared
     from parplan.synthetic import StageOverride, synthetic_problem
 
-    name = linear_schedule_spec(strategy.schedule).name
+    name = "" if schedule is not None else linear_schedule_spec(strategy.schedule).name
     n = strategy.num_devices
     cal = calibration or RuntimeCalibration()
     shared = shared_cores is not None
@@ -498,17 +504,19 @@ def _pipeline_makespans(
     out = []
     peaks: tuple[float, ...] = ()
     running: tuple[float, ...] = ()
+    problems = []
     for comm in (p2p_s, 0.0):
         problem = synthetic_problem(
             pp=strategy.pp, microbatches=m, costs=overrides[0].cost, stage_costs=overrides, comm=comm
         )
-        schedule = build_schedule(name, problem)
+        problems.append(problem)
+        orders = schedule if schedule is not None else build_schedule(name, problem)
         timed = (
             simulate_shared(
-                problem, schedule, lambda busy: cal.slowdown_at(busy, cores), strategy.dp * strategy.tp
+                problem, orders, lambda busy: cal.slowdown_at(busy, cores), strategy.dp * strategy.tp
             )
             if shared
-            else simulate(problem, schedule)
+            else simulate(problem, orders)
         )
         metrics = compute_metrics(problem, timed)
         out.append(metrics.makespan)
@@ -517,7 +525,7 @@ def _pipeline_makespans(
         for ta in timed:
             busy[ta.device] += ta.end - ta.start
         running = tuple(busy)
-    return out[0], out[1], peaks, running
+    return out[0], out[1], peaks, running, problems[0]
 
 
 def estimate_strategy(
@@ -540,6 +548,7 @@ def estimate_strategy(
     shared_cores: int | None = None,
     calibration: RuntimeCalibration | None = None,
     bucket_copies: bool = False,
+    pipeline_schedule: Any = None,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -582,6 +591,9 @@ def estimate_strategy(
     calibration
         The runtime's measured overheads and the cores' slowdown (:mod:`parplan.cost.calibration`;
         default: what ``parplan calibrate`` wrote into the cluster file, else none).
+    pipeline_schedule
+        pp > 1: per-device orders (a :class:`parplan.schedule.ir.Schedule`, e.g. a planner's for
+        :attr:`StrategyEstimate.pipeline_problem`) timed instead of ``strategy.schedule``.
     bucket_copies
         The data-parallel gradients are copied into flat buckets for the all-reduce and back (torch
         DDP without ``gradient_as_bucket_view``, train's all-reduce); Megatron-LM's contiguous
@@ -686,8 +698,8 @@ def estimate_strategy(
         boundary = [i for i in stage_ops[0] if graph.ops[i].layer is not None][-1]
         send = graph.ops[boundary].out_bytes / (strategy.tp if strategy.tp > 1 else 1)
         p2p = cluster.link(_device(0, 0, 0, strategy), _device(1, 0, 0, strategy)).time(send)
-        makespan, makespan0, act_peaks, running = _pipeline_makespans(
-            stages, strategy, m, p2p, w_keeps_graph, shared_cores, ovh
+        makespan, makespan0, act_peaks, running, pipeline_problem = _pipeline_makespans(
+            stages, strategy, m, p2p, w_keeps_graph, shared_cores, ovh, pipeline_schedule
         )
         for st, wall in zip(stages, running, strict=True):
             # the time each stage's work took as it shared the cores (it is given at full contention)
@@ -704,6 +716,7 @@ def estimate_strategy(
         st = stages[0]
         makespan = makespan0 = m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W)
         act_peaks = (st.act,)
+        pipeline_problem = None
     busy = [m * (st.F + st.tp_fwd + st.I + st.recompute + st.tp_bwd + st.W) for st in stages]
     worst = max(range(len(stages)), key=lambda s: busy[s])
     ws = stages[worst]
@@ -788,4 +801,5 @@ def estimate_strategy(
             mb.total <= cluster.devices[_device(s, 0, 0, strategy)].memory_bytes for s, mb in enumerate(mems)
         ),
         notes=tuple(notes),
+        pipeline_problem=pipeline_problem,
     )

@@ -47,7 +47,7 @@ import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +95,9 @@ class TrainJob:
     threads: int
     collect_grads: bool
     progress: bool
+    #: pp > 1: torch.distributed.pipelining's compute-only CSV of the schedule to run (the named
+    #: schedule's, or the planner's for ``schedule=plan``)
+    schedule_csv: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -646,7 +649,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
 
         schedule = _PipelineScheduleRuntime([stage], job.microbatches, loss_fn=loss_fn, scale_grads=True)
         csv_path = Path(job.out_dir) / f"schedule{rank}.csv"
-        csv_path.write_text(pipeline_csv(s, job.microbatches))
+        csv_path.write_text(job.schedule_csv or pipeline_csv(s, job.microbatches))
         schedule._load_csv(str(csv_path), format="compute_only")
     meter = ActivationMeter()
     losses: list[float] = []
@@ -906,7 +909,7 @@ def check_strategy(strategy: Strategy, model: str = "gpt-tiny") -> None:
             f"strategy {strategy.to_text()!r}: {model} has no tensor-parallel plan in train ({why}); "
             f"use tp=1 with dp, zero, recompute and pp"
         )
-    if strategy.pp > 1:
+    if strategy.pp > 1 and strategy.schedule != PLANNED:
         pipeline_csv(strategy, strategy.pp)  # a schedule that is not one stage per rank is refused here
     if strategy.zero == 1 and strategy.tp > 1:
         raise InvalidInputError(
@@ -990,6 +993,54 @@ def launch_train(job: TrainJob) -> list[DeviceReport]:
     return spawn_devices(_worker, (world, job), world, job.out_dir, job.timeout_s * (job.steps + 2) + 60)
 
 
+#: ``schedule=plan``: the pipeline order the planner finds for the strategy's own stage costs.
+PLANNED = "plan"
+#: The expert schedule a planned pipeline starts from and must not do worse than (time and memory).
+PLAN_BASELINE = "zb-h1"
+
+
+def planned_pipeline(
+    graph: Any,
+    strategy: Strategy,
+    cluster: Any,
+    global_batch: int,
+    opts: Mapping[str, Any],
+    time_limit_s: float,
+    progress: bool = False,
+) -> tuple[Any, str]:
+    """The planner's schedule for ``strategy``'s pipeline and its estimate: (estimate, CSV).
+
+    The estimate of the strategy under :data:`PLAN_BASELINE` gives the pipeline problem (each
+    stage's F, I, W per micro-batch, its activations, the send time); the planner
+    (:func:`parplan.solve.plan_problem`, warm-started by the expert schedules) minimises its
+    makespan within the baseline's peak activation memory, and the estimate prices the order found.
+    """
+    from parplan.cost.strategy import estimate_strategy
+    from parplan.report.export import to_pipelining_csv
+    from parplan.simulate import compute_metrics, simulate
+    from parplan.solve import plan_problem
+
+    base = replace(strategy, schedule=PLAN_BASELINE)
+    est0 = estimate_strategy(graph, base, cluster, global_batch=global_batch, **opts)
+    problem = est0.pipeline_problem
+    from parplan.schedule.expert import build_schedule
+
+    limit = max(
+        compute_metrics(
+            problem, simulate(problem, build_schedule(PLAN_BASELINE, problem))
+        ).peak_memory_per_device
+    )
+    if progress:
+        print(
+            f"[train] planning the pipeline schedule ({time_limit_s:g} s limit)", file=sys.stderr, flush=True
+        )
+    plan = plan_problem(problem, memory_limit=limit * (1 + 1e-9), time_limit_s=time_limit_s)
+    est = estimate_strategy(
+        graph, base, cluster, global_batch=global_batch, pipeline_schedule=plan.schedule, **opts
+    )
+    return replace(est, strategy=strategy), to_pipelining_csv(plan, fused="split")
+
+
 def train(
     model: str,
     strategy: Strategy,
@@ -1006,6 +1057,7 @@ def train(
     progress: bool = True,
     chosen_by: str = "--strategy",
     profile: Any = None,
+    plan_time_limit_s: float = 5.0,
 ) -> TrainResult:
     """Run ``steps`` training steps of ``model`` on ``strategy`` and compare with the prediction.
 
@@ -1037,13 +1089,12 @@ def train(
             f"--global-batch {gb}: must be a multiple of dp x micro-batch size = {strategy.dp} x {b}"
         )
     microbatches = gb // (strategy.dp * b)
-    est = estimate_strategy(
-        graph,
-        strategy,
-        cluster,
-        global_batch=gb,
-        **prediction_options(strategy.num_devices, profile, cluster),
-    )
+    opts = prediction_options(strategy.num_devices, profile, cluster)
+    schedule_csv = ""
+    if strategy.schedule == PLANNED:
+        est, schedule_csv = planned_pipeline(graph, strategy, cluster, gb, opts, plan_time_limit_s, progress)
+    else:
+        est = estimate_strategy(graph, strategy, cluster, global_batch=gb, **opts)
     threads = max(1, (os.cpu_count() or 1) // strategy.num_devices)
     with tempfile.TemporaryDirectory(prefix="parplan-train-") as tmp:
         job = TrainJob(
@@ -1061,6 +1112,7 @@ def train(
             threads=threads,
             collect_grads=check,
             progress=progress,
+            schedule_csv=schedule_csv,
         )
         reports = launch_train(job)
     losses = reports[0].losses
