@@ -240,3 +240,55 @@ def test_state_split_of_op_configs():
                 assert state == pytest.approx(full if graph.ops[i].param_bytes > 0 else 0.0)
             checked += c.zero > 0
     assert checked > 0
+
+
+# ------------------------------------------------------------------ measured per-op times
+def _profile_of(graph, scale: float):  # type: ignore[no-untyped-def]
+    """A profile giving every op the same measured times: F = scale, I = W = scale."""
+    from parplan.cost.profile import OpProfile, Profile
+
+    meta = graph.meta_dict
+    return Profile(
+        device="cpu",
+        dtype="fp32",
+        microbatch_size=int(meta["microbatch_size"]),
+        seq_len=meta.get("seq_len"),
+        ops=tuple(sorted((op.name, OpProfile(F=scale, I=scale, W=scale, act_bytes=None)) for op in graph.ops)),
+    )
+
+
+def test_a_profile_prices_every_operator_configuration() -> None:
+    from parplan.cluster_io import load_cluster
+    from parplan.frontier.strategies import search_space
+    from parplan.graph.zoo import build_model
+
+    g = build_model("gpt-tiny", dtype="fp32")
+    cl = load_cluster("local:4")
+    # one device, one micro-batch: a configuration costs exactly the measured F + I + W, and one
+    # more F when it recomputes (.rc)
+    one = search_space(g, cl, devices=1, dtype="fp32", profile=_profile_of(g, 1e-3))
+    for cfgs in one.configs:
+        for c in cfgs:
+            assert c.time_s == pytest.approx(4e-3 if c.name.endswith(".rc") else 3e-3, rel=1e-12), c.name
+    # four tensor-parallel devices: the compute divides by the op's tensor-parallel split (at most
+    # 4), collectives come on top, and a 10x profile is more than 4x slower on every configuration
+    four = search_space(g, cl, devices=4, dtype="fp32", profile=_profile_of(g, 1e-3))
+    ten = search_space(g, cl, devices=4, dtype="fp32", profile=_profile_of(g, 1e-2))
+    for a, b in zip(four.configs, ten.configs, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert x.time_s >= 3e-3 / 4 * (1 - 1e-12)
+            assert y.time_s > 4 * x.time_s or y.time_s - x.time_s >= 27e-3 / 4 * (1 - 1e-9)
+
+
+def test_joint_plan_uses_the_profile() -> None:
+    from parplan.cluster_io import load_cluster
+    from parplan.graph.zoo import build_model
+    from parplan.joint import joint_plan
+
+    g = build_model("gpt-tiny", dtype="fp32")
+    cl = load_cluster("local:4")
+    kw = {"pp": 2, "devices_per_stage": 2, "microbatches": 4, "dtype": "fp32", "time_limit_s": 5, "deterministic": True}
+    slow = joint_plan(g, cl, profile=_profile_of(g, 1e-2), **kw)
+    fast = joint_plan(g, cl, profile=_profile_of(g, 1e-3), **kw)
+    # every op's measured time 10x: the planned iteration is about 10x longer (communication aside)
+    assert slow.metrics.makespan > 5 * fast.metrics.makespan

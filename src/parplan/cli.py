@@ -788,7 +788,14 @@ def _joint(  # type: ignore[no-untyped-def]
         )
     if spec.placement not in (None, "linear"):
         raise InvalidInputError("--devices-per-stage: works with --placement linear only")
+    profile = None
+    if spec.profile:
+        from parplan.cost.profile import read_profile
+
+        profile = read_profile(spec.profile)
     options = {k: getattr(spec, k) for k in ("microbatch_size", "seq_len", "num_layers", "dtype")}
+    if options["dtype"] is None and profile is not None:
+        options["dtype"] = profile.dtype  # a profile's times hold for the dtype it was measured in
     graph = resolve_model(spec.model or "", **{k: v for k, v in options.items() if v is not None})
     cluster = load_cluster(spec.cluster)
     if not quiet:
@@ -800,12 +807,13 @@ def _joint(  # type: ignore[no-untyped-def]
     return joint_plan(
         graph,
         cluster,
+        profile=profile,
         pp=spec.pp,
         devices_per_stage=devices_per_stage,
         microbatches=spec.microbatches,
         memory_limit=memory_limit,
         time_limit_s=time_limit,
-        dtype=spec.dtype or "bf16",
+        dtype=options["dtype"] or "bf16",
         workers=workers,
         deterministic=deterministic,
     )
@@ -1124,7 +1132,10 @@ def frontier(
     ] = None,
     profile_: Annotated[
         Path | None,
-        typer.Option("--profile", help="Measured per-op times (parplan profile) for the --grid estimate."),
+        typer.Option(
+            "--profile",
+            help="Measured per-op times (parplan profile) for the estimate (--grid and --operators).",
+        ),
     ] = None,
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
@@ -1214,10 +1225,13 @@ def frontier(
                 gemm_dtype="fp8" if fp8 else None,
             )
             return
+        op_profile = None
         if profile_ is not None:
-            raise InvalidInputError(
-                "--profile: the per-operator frontier uses the roofline cost model; use it with --grid"
-            )
+            from parplan.cost.pipeline import check_profile
+            from parplan.cost.profile import read_profile
+
+            op_profile = read_profile(profile_)
+            check_profile(op_profile, graph, dtype or "bf16")  # its times hold for its shapes and dtype
         t0 = time.perf_counter()
         if time_target is not None:
             if devices is not None or mesh_ is not None:
@@ -1235,6 +1249,7 @@ def frontier(
                 microbatches=microbatches_,
                 epsilon=epsilon,
                 dtype=dtype or "bf16",
+                profile=op_profile,
             )
             f, chosen = choice.frontier, choice.point
             if not json_:
@@ -1259,6 +1274,7 @@ def frontier(
                 dtype=dtype or "bf16",
                 memory_limit=mem_limit,
                 checkpointing=checkpointing,
+                profile=op_profile,
             )
             chosen = None
             if mem_limit is not None:

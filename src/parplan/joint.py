@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from parplan.cluster import Cluster
+from parplan.cost.profile import Profile
 from parplan.errors import InfeasibleError, InternalError, InvalidInputError, NoSolutionError
 from parplan.graph.ops import OpGraph
 from parplan.numeric import TOL, leq, within_limit
@@ -92,6 +93,7 @@ def stage_mode_table(
     dtype: str = "bf16",
     placement: str = "linear",
     split_backward: bool = True,
+    profile: Profile | None = None,
 ) -> tuple[PipelineProblem, tuple[tuple[StageMode, ...], ...]]:
     """The pipeline problem of ``graph`` and every stage's modes from its Pareto frontier.
 
@@ -102,6 +104,7 @@ def stage_mode_table(
     gradient synchronisation spread over the micro-batches), split in the proportions of the stage's
     single-device F, I and W; its memory splits into the training state (``param_mem``) and one
     micro-batch of stored activations (``act_mem``), ``wgrad_mem`` scaled from the stage's.
+    ``profile`` (measured per-op times) prices both the stages and their frontiers.
 
     Returns
     -------
@@ -132,12 +135,19 @@ def stage_mode_table(
         placement=placement,
         dtype=dtype,
         split_backward=split_backward,
+        profile=profile,
     )
     table: list[tuple[StageMode, ...]] = []
     for st in problem.stages:
         sub = subgraph(graph, st.ops, name=f"{graph.name}:{st.name}")
         f = frontier(
-            sub, cluster, devices=devices_per_stage, microbatches=microbatches, epsilon=epsilon, dtype=dtype
+            sub,
+            cluster,
+            devices=devices_per_stage,
+            microbatches=microbatches,
+            epsilon=epsilon,
+            dtype=dtype,
+            profile=profile,
         )
         base = st.cost
         base_work = base.F + base.B
@@ -606,6 +616,7 @@ def joint_plan(
     solve_time_s: float | None = None,
     workers: int = 2,
     deterministic: bool = False,
+    profile: Profile | None = None,
 ) -> Plan:
     """Plan ``graph`` on ``pp x devices_per_stage`` devices: stage strategies and schedule together.
 
@@ -625,6 +636,8 @@ def joint_plan(
         As for :func:`plan_modes`.
     epsilon, dtype
         Frontier approximation and compute dtype (see ``parplan.frontier.frontier``).
+    profile
+        Measured per-op times (``parplan profile``) for the stages and their strategies.
 
     Returns
     -------
@@ -640,6 +653,7 @@ def joint_plan(
         microbatches=microbatches,
         epsilon=epsilon,
         dtype=dtype,
+        profile=profile,
     )
     plan = plan_modes(
         problem,

@@ -159,7 +159,8 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
-def _check_profile(profile: Profile, graph: OpGraph, dtype: str) -> None:
+def check_profile(profile: Profile, graph: OpGraph, dtype: str) -> None:
+    """Refuse a profile measured on other shapes, in another dtype, or of another model."""
     meta = graph.meta_dict
     for key in ("microbatch_size", "seq_len"):
         want = meta.get(key)
@@ -308,7 +309,7 @@ def model_problem(
         )
     chunks = resolve_chunks(placement, chunks)
     if profile is not None:
-        _check_profile(profile, graph, dtype)
+        check_profile(profile, graph, dtype)
     model = CostModel(cluster, dtype, efficiency, profile)
 
     num_parts = pp if placement == "bidirectional" else pp * chunks

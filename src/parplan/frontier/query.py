@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from parplan.cluster import Cluster
 from parplan.errors import InfeasibleError, InvalidInputError
@@ -50,6 +51,7 @@ def fewest_devices(
     epsilon: float = 0.02,
     dtype: str = "bf16",
     device_counts: Sequence[int] | None = None,
+    profile: Any = None,
 ) -> DeviceChoice:
     """The fewest devices whose frontier has a point meeting ``time_target_s`` within the memory limit.
 
@@ -90,7 +92,15 @@ def fewest_devices(
     fitting: dict[int, FrontierPoint] = {}
     for k in counts:
         # mesh=None searches every data x model grid of k devices at once (a superset of each shape)
-        f = frontier(graph, cluster, devices=k, microbatches=microbatches, epsilon=epsilon, dtype=dtype)
+        f = frontier(
+            graph,
+            cluster,
+            devices=k,
+            microbatches=microbatches,
+            epsilon=epsilon,
+            dtype=dtype,
+            profile=profile,
+        )
         least[k] = f.least_memory
         with contextlib.suppress(InfeasibleError):
             fitting[k] = f.fastest_under(limit)

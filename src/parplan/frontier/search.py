@@ -38,6 +38,7 @@ import numpy as np
 
 from parplan.cluster import Cluster
 from parplan.cost.memory import MemoryBreakdown
+from parplan.cost.profile import Profile
 from parplan.errors import InfeasibleError, InvalidInputError
 from parplan.frontier.pareto import Front, minkowski, thin, union
 from parplan.frontier.strategies import Layout, OpConfig, SearchSpace, search_space
@@ -674,6 +675,7 @@ def frontier(
     memory_limit: float | None = None,
     reuse_blocks: bool = True,
     checkpointing: bool = False,
+    profile: Profile | None = None,
 ) -> Frontier:
     """The Pareto frontier of (iteration time, memory per device) over intra-operator strategies.
 
@@ -706,6 +708,11 @@ def frontier(
         ``buffers`` is the largest checkpointed layer's ``recompute_act``, added after the search
         (``error_bound`` covers the search; this term is at most one layer's activations).
 
+    profile
+        Measured per-op times (``parplan profile``) replacing the roofline for the ops they list
+        (:func:`parplan.frontier.strategies.search_space`). Repeated blocks are solved once, with
+        the first block's measurements.
+
     Returns
     -------
     Frontier
@@ -723,6 +730,7 @@ def frontier(
         mesh=mesh,
         dtype=dtype,
         checkpoint_layers=[ops for _, ops, _ in blocks] if checkpointing else (),
+        profile=profile,
     )
     t_space = _time.perf_counter() - t0
     edges = _EdgeCache(space)

@@ -61,6 +61,7 @@ from typing import Any
 
 from parplan.cluster import Cluster
 from parplan.cost.memory import MemoryBreakdown
+from parplan.cost.profile import OpProfile, Profile
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op, OpGraph
 
@@ -146,6 +147,12 @@ class SearchSpace:
     configs: tuple[tuple[OpConfig, ...], ...] = field(default=())
     #: Layer-level checkpointing: the op groups (layers) that may be checkpointed as a whole.
     checkpoint_layers: tuple[tuple[int, ...], ...] = ()
+    #: Measured per-op times (``parplan profile``) replacing the roofline for the ops they list.
+    profile: Profile | None = None
+
+    @cached_property
+    def measured(self) -> dict[str, OpProfile]:
+        return dict(self.profile.ops) if self.profile is not None else {}
 
     @cached_property
     def checkpoint_entry(self) -> dict[int, bool]:
@@ -431,12 +438,17 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
             continue
         frac, steps = mode
         tp_group = tuple(range(t))
+        measured = space.measured.get(op.name)
         for sp in _splits(graph, i, t):
-            scaled = _scaled(op, frac / sp.compute_div)
-            fwd_s = op_time(scaled, device, "F", dtype=space.dtype)
-            bwd_s = op_time(scaled, device, "I", dtype=space.dtype) + op_time(
-                scaled, device, "W", dtype=space.dtype
-            )
+            if measured is not None:  # one micro-batch on one device: split like the work
+                fwd_s = measured.F * frac / sp.compute_div
+                bwd_s = measured.backward_s * frac / sp.compute_div
+            else:
+                scaled = _scaled(op, frac / sp.compute_div)
+                fwd_s = op_time(scaled, device, "F", dtype=space.dtype)
+                bwd_s = op_time(scaled, device, "I", dtype=space.dtype) + op_time(
+                    scaled, device, "W", dtype=space.dtype
+                )
             fwd_comm = sum(collective_time(cluster, c, b * frac, tp_group) for c, b in sp.fwd_comm)
             bwd_comm = sum(collective_time(cluster, c, b * frac, tp_group) for c, b in sp.bwd_comm)
             # gradient synchronisation group: everyone holding the same weight shard
@@ -532,6 +544,7 @@ def search_space(
     dtype: str = "bf16",
     optimizer: str = "adam",
     checkpoint_layers: Sequence[Sequence[int]] = (),
+    profile: Profile | None = None,
 ) -> SearchSpace:
     """Enumerate and cost every operator's configurations on the first ``devices`` devices.
 
@@ -554,6 +567,9 @@ def search_space(
         Op groups (transformer layers, each with one input tensor) that may use layer-level
         activation checkpointing: their ops get ``.ckpt`` configurations, which a strategy must
         pick for all or none of a layer's ops (the frontier search and :func:`brute_force` do).
+    profile
+        Measured per-op times (``parplan profile``, one micro-batch on one device) for the ops it
+        lists, split like the op's work (data share, tensor-parallel division).
 
     Returns
     -------
@@ -593,6 +609,7 @@ def search_space(
         grids=grids,
         batch=batch,
         checkpoint_layers=tuple(tuple(int(v) for v in ops) for ops in checkpoint_layers),
+        profile=profile,
     )
     configs = tuple(_op_configs(space, i) for i in range(graph.num_ops))
     for i, cfgs in enumerate(configs):
