@@ -324,3 +324,22 @@ def test_resnet50_bottlenecks_have_residual_edges_and_vgg16_is_a_chain():
     v = build_model("vgg16")
     assert v.is_chain() and len(v.edges) == v.num_ops - 1
     assert [op.kind for op in v.ops].count("conv") == 13
+
+
+def test_dropout_is_its_own_option() -> None:
+    # Llama style (flash attention, no dropout by default): dropout adds the two 1-byte residual
+    # masks per layer (after attn.out and mlp.down), s * b * h bytes each; flash attention keeps no
+    # attention-probability mask
+    off = build_model("llama-7b", num_layers=2)
+    on = build_model("llama-7b", num_layers=2, dropout=True)
+    tokens, h = 2048, 4096
+    assert sum(op.act_bytes for op in on.ops) - sum(op.act_bytes for op in off.ops) == 2 * 2 * tokens * h
+    assert on.meta_dict["dropout"] is True and off.meta_dict["dropout"] is False
+    # GPT-2 style has it by default; --no-dropout removes it, also from a config.json
+    assert build_model("gpt2-small").meta_dict["dropout"] is True
+    assert build_model("gpt2-small", dropout=False).meta_dict["dropout"] is False
+    from parplan.graph.zoo import resolve_model
+
+    assert resolve_model("tests/data/gpt2-config.json", dropout=False).meta_dict["dropout"] is False
+    with pytest.raises(InvalidInputError, match="does not take this option"):
+        build_model("resnet50", dropout=True)

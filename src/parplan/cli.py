@@ -129,6 +129,14 @@ NumLayers = Annotated[
     int | None, typer.Option(help="Override the model's layer count.", rich_help_panel=G_MOD)
 ]
 Dtype = Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | fp8.", rich_help_panel=G_MOD)]
+DropoutOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--dropout/--no-dropout",
+        help="Transformers: count dropout (masks, traffic) or not (default: the model's own).",
+        rich_help_panel=G_MOD,
+    ),
+]
 Profile = Annotated[
     str | None, typer.Option(help="Measured profile JSON (parplan profile).", rich_help_panel=G_MOD)
 ]
@@ -440,6 +448,7 @@ def compare(
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
+    dropout: DropoutOpt = None,
     dtype: Dtype = None,
     profile: Profile = None,
     graph: GraphOpt = None,
@@ -674,6 +683,7 @@ def plan(
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
+    dropout: DropoutOpt = None,
     dtype: Dtype = None,
     profile: Profile = None,
     graph: GraphOpt = None,
@@ -1140,6 +1150,7 @@ def frontier(
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
+    dropout: DropoutOpt = None,
     dtype: Dtype = None,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Write the frontier JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the Pareto plot (.png or .svg).")] = None,
@@ -1162,6 +1173,7 @@ def frontier(
                 "seq_len": seq_len,
                 "num_layers": num_layers,
                 "dtype": "bf16" if fp8 else dtype,
+                "dropout": dropout,
             }.items()
             if v is not None
         }
@@ -1743,6 +1755,7 @@ def train(
     microbatch_size: MbSize = None,
     seq_len: SeqLen = None,
     num_layers: NumLayers = None,
+    dropout: DropoutOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Train for real on a whole-model strategy (DDP, FSDP2, DTensor TP/SP, checkpointing) and compare with its prediction."""
@@ -1761,6 +1774,7 @@ def train(
                 "microbatch_size": microbatch_size,
                 "seq_len": seq_len,
                 "num_layers": num_layers,
+                "dropout": dropout,
             }.items()
             if v is not None
         }

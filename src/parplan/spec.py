@@ -36,6 +36,7 @@ class ProblemSpec:
     microbatch_size: int | None = None
     seq_len: int | None = None
     num_layers: int | None = None
+    dropout: bool | None = None
     dtype: str | None = None
     profile: str | None = None
     # graphs
@@ -87,6 +88,7 @@ _ALLOWED = {
         "microbatch_size",
         "seq_len",
         "num_layers",
+        "dropout",
         "dtype",
         "profile",
         "memory_limit",
@@ -215,7 +217,7 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
     # A profile's numbers hold for the dtype it was measured in: without --dtype, plan in that one.
     dtype = spec.dtype or (profile.dtype if profile is not None and profile.dtype else None)
     options: dict[str, object] = {"dtype": dtype} if dtype is not None else {}
-    for name in ("microbatch_size", "seq_len", "num_layers"):
+    for name in ("microbatch_size", "seq_len", "num_layers", "dropout"):
         value = getattr(spec, name)
         if value is not None:
             options[name] = value

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -304,6 +305,7 @@ def build_hf_model(
     dtype: str = "bf16",
     num_layers: int | None = None,
     image_size: int | None = None,
+    dropout: bool | None = None,
 ) -> OpGraph:
     """The operator graph of one micro-batch of the model a Hugging Face ``config.json`` describes.
 
@@ -319,6 +321,8 @@ def build_hf_model(
         Tokens per sample; default the model's context capped at :data:`DEFAULT_SEQ_CAP`.
     image_size
         Not taken (language models only); must be None.
+    dropout
+        Overrides the config's dropout (default: on when its dropout probabilities are > 0).
 
     Returns
     -------
@@ -348,6 +352,10 @@ def build_hf_model(
     _check_int(
         "num_layers", layers, 1, f"use --num-layers {cfg.num_layers} (the config's) or another value >= 1"
     )
+    if dropout is not None:
+        if not isinstance(dropout, bool):
+            raise InvalidInputError(f"dropout: must be true or false, got {dropout!r}")
+        cfg = replace(cfg, dropout=dropout)
     return _build_lm(
         _graph_name(p, model_type), cfg, b=microbatch_size, dtype=dtype, seq_len=seq, num_layers=layers
     )

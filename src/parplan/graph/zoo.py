@@ -548,7 +548,7 @@ def _build_lm(name: str, cfg: _TfConfig, *, b: int, dtype: str, seq_len: int, nu
         moe = cfg.moe_experts > 0 and i >= cfg.first_dense
         x = _layer(g, cfg, prefix=f"layer{i}", x=x, seq=seq_len, layer=i, moe=moe)
     _head_loss(g, cfg, x=x, seq=seq_len, embed="embed")
-    return g.graph(name, _meta(name, b, dtype, seq_len=seq_len, num_layers=num_layers))
+    return g.graph(name, _meta(name, b, dtype, seq_len=seq_len, num_layers=num_layers, dropout=cfg.dropout))
 
 
 def _build_mm(
@@ -948,13 +948,14 @@ _MM = _MmConfig(
 def _lm_entry(name: str) -> _Entry:
     family, desc, cfg = _LM[name]
 
-    def build(*, b: int, dtype: str, seq_len: int, num_layers: int) -> OpGraph:
-        return _build_lm(name, cfg, b=b, dtype=dtype, seq_len=seq_len, num_layers=num_layers)
+    def build(*, b: int, dtype: str, seq_len: int, num_layers: int, dropout: bool) -> OpGraph:
+        c = cfg if dropout == cfg.dropout else replace(cfg, dropout=dropout)
+        return _build_lm(name, c, b=b, dtype=dtype, seq_len=seq_len, num_layers=num_layers)
 
     return _Entry(
         family=family,
         description=desc,
-        defaults={"seq_len": cfg.seq_len, "num_layers": cfg.num_layers},
+        defaults={"seq_len": cfg.seq_len, "num_layers": cfg.num_layers, "dropout": cfg.dropout},
         build=build,
     )
 
@@ -1044,6 +1045,7 @@ def build_model(
     dtype: str = "bf16",
     num_layers: int | None = None,
     image_size: int | None = None,
+    dropout: bool | None = None,
 ) -> OpGraph:
     """Build a zoo model's operator graph for one micro-batch, analytically (no weights).
 
@@ -1061,6 +1063,10 @@ def build_model(
         Overrides the number of (decoder) transformer layers.
     image_size
         Input side in pixels (CNNs and the multimodal model).
+    dropout
+        Transformer language models: with dropout (attention, residual and embedding dropout and
+        their 1-byte masks, counted in memory and traffic) or without; default the model's own
+        (GPT-2 style with, Llama style without).
 
     Returns
     -------
@@ -1080,6 +1086,14 @@ def build_model(
         raise InvalidInputError(f"dtype: unknown {dtype!r}; use one of {', '.join(DTYPE_BYTES)}")
     given = {"seq_len": seq_len, "num_layers": num_layers, "image_size": image_size}
     kwargs: dict[str, Any] = {}
+    if "dropout" in entry.defaults:
+        if dropout is not None and not isinstance(dropout, bool):
+            raise InvalidInputError(f"dropout: must be true or false, got {dropout!r}")
+        kwargs["dropout"] = entry.defaults["dropout"] if dropout is None else dropout
+    elif dropout is not None:
+        raise InvalidInputError(
+            f"dropout: model {name!r} does not take this option (transformer language models do); remove --dropout"
+        )
     for opt, value in given.items():
         if opt not in entry.defaults:
             if value is not None:
@@ -1124,7 +1138,7 @@ def resolve_model(spec: str, **options: Any) -> OpGraph:
     InvalidInputError
         Unknown name that is not a file either, or options that a graph file cannot honour.
     """
-    known = ("microbatch_size", "seq_len", "dtype", "num_layers", "image_size")
+    known = ("microbatch_size", "seq_len", "dtype", "num_layers", "image_size", "dropout")
     for key in options:
         if key not in known:
             raise InvalidInputError(f"{key}: not a model option; model options: {', '.join(known)}")

@@ -591,7 +591,12 @@ def twin_notes(spec: str) -> list[str]:
 
 
 def _hf_twin_graph(
-    spec: str, twin: tuple[_Cfg, Any], microbatch_size: int, seq_len: int | None, num_layers: int | None
+    spec: str,
+    twin: tuple[_Cfg, Any],
+    microbatch_size: int,
+    seq_len: int | None,
+    num_layers: int | None,
+    dropout: bool | None = None,
 ) -> tuple[_Cfg, OpGraph]:
     from dataclasses import replace
     from pathlib import Path
@@ -600,8 +605,15 @@ def _hf_twin_graph(
 
     cfg, tf = twin
     graph = build_hf_model(
-        Path(spec), microbatch_size=microbatch_size, seq_len=seq_len, dtype="fp32", num_layers=num_layers
+        Path(spec),
+        microbatch_size=microbatch_size,
+        seq_len=seq_len,
+        dtype="fp32",
+        num_layers=num_layers,
+        dropout=dropout,
     )
+    if dropout is not None:
+        tf = replace(tf, dropout=dropout)
     if tf.tied_head:  # the twin's head has its own weights: build the graph it runs
         from parplan.graph.zoo import _build_lm
 
@@ -628,7 +640,9 @@ def twin_graph(spec: str, **options: Any) -> OpGraph:
     opts = {k: options.get(k) for k in ("microbatch_size", "seq_len", "num_layers")}
     if options.get("image_size") is not None:
         raise InvalidInputError(f"image_size: {spec} is a language model; drop --image-size")
-    return _hf_twin_graph(spec, twin, opts["microbatch_size"] or 1, opts["seq_len"], opts["num_layers"])[1]
+    return _hf_twin_graph(
+        spec, twin, opts["microbatch_size"] or 1, opts["seq_len"], opts["num_layers"], options.get("dropout")
+    )[1]
 
 
 def _check_same_graph(model: OpGraphModel, graph: OpGraph) -> None:

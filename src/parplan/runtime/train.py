@@ -337,7 +337,9 @@ def build_train_model(
         user = UserTrainModel(name, seed)
         return user, user
     check_model(name)
-    graph_model, _ = build_torch_model(name, seed=seed, **dict(options))
+    # dropout is priced (twin_graph), not run: the twin trains without it (see twin_notes)
+    torch_options = {k: v for k, v in options.items() if k != "dropout"}
+    graph_model, _ = build_torch_model(name, seed=seed, **torch_options)
     return TrainModel(graph_model, recompute), graph_model
 
 
