@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 
 from parplan.cli import app
 from parplan.cluster_io import load_cluster
-from parplan.cost.strategy import stage_layers
+from parplan.cost.strategy import estimate_strategy, stage_layers
 from parplan.errors import InvalidInputError
+from parplan.graph.zoo import build_model
 from parplan.runtime.modules import build_torch_model
 from parplan.runtime.train import (
     ActivationMeter,
@@ -198,6 +199,15 @@ def test_calibrate_writes_a_cluster_the_estimate_reads(tmp_path) -> None:  # typ
     assert cl.num_devices == 2 and cl.devices[0].kind == "cpu"
     # the estimate's GEMM efficiency is divided back out: peak x 0.6 = what was measured
     assert cl.devices[0].flops("fp32") * 0.6 == pytest.approx(measured["gemm_flops_per_process"], rel=1e-9)
+    # the runtime's own costs, each measured, and read back by the estimate
+    from parplan.cost.calibration import runtime_calibration
+
+    cal = runtime_calibration(cl)
+    assert cal.step_sync_s > 0 and cal.pipeline_action_s >= 0 and cal.tp_linear_s >= 0
+    assert cal.fsdp_unit_s >= 0 and cal.fsdp_s_per_byte >= 0
+    assert len(cal.slowdown) == 2 and cal.slowdown[0] == 1.0 and cal.slowdown[1] >= 1.0
+    plain = estimate_strategy(build_model("gpt-tiny", dtype="fp32"), parse_strategy("pp=2"), cl, calibration=None)
+    assert plain.terms["step_sync"] == cal.step_sync_s
 
 
 def test_moe_small_trains_without_tensor_parallelism() -> None:

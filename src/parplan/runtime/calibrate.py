@@ -73,16 +73,17 @@ class Measured:
     busy: tuple[float | None, ...] = ()
 
 
-def _loop_time(fn: Any, repeats: int) -> float:
-    """Seconds per call of ``fn`` run ``repeats`` times back to back, every process at once."""
+def _loop_time(fn: Any, repeats: int, clock: Any = time.perf_counter) -> float:
+    """Seconds (of ``clock``) per call of ``fn`` run ``repeats`` times back to back, every process
+    at once."""
     import torch.distributed as dist
 
     fn()
     dist.barrier()
-    t0 = time.perf_counter()
+    t0 = clock()
     for _ in range(repeats):
         fn()
-    elapsed = time.perf_counter() - t0
+    elapsed = clock() - t0
     dist.barrier()
     return elapsed / repeats
 
@@ -173,16 +174,7 @@ RUNTIME_MICROBATCHES = 4
 
 def _cpu_loop(fn: Any, repeats: int) -> float:
     """The calling thread's CPU seconds per call of ``fn`` (every process running it at once)."""
-    import torch.distributed as dist
-
-    fn()
-    dist.barrier()
-    c0 = time.thread_time()
-    for _ in range(repeats):
-        fn()
-    elapsed = time.thread_time() - c0
-    dist.barrier()
-    return elapsed / repeats
+    return _loop_time(fn, repeats, clock=time.thread_time)
 
 
 def _busy_curve(rank: int, job: CalibrationJob) -> tuple[float | None, ...]:
