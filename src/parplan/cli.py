@@ -188,14 +188,9 @@ def _fmt(x: float | None, unit: str = "") -> str:
         if abs(x) >= 1e-3:
             return f"{x * 1e3:.3f} ms"
         return f"{x * 1e6:.1f} us"
-    if unit == "bytes":
-        return f"{x / 2**30:.2f} GiB"
+    if unit == "bytes":  # MiB below 1 GiB: small models would read 0.00 GiB
+        return f"{x / 2**30:.2f} GiB" if abs(x) >= 2**30 else f"{x / 2**20:.2f} MiB"
     return f"{x:g}"
-
-
-def _fmt_size(x: float) -> str:
-    """Bytes in the unit that shows them (MiB below 1 GiB): train's models are small."""
-    return f"{x / 2**30:.2f} GiB" if x >= 2**30 else f"{x / 2**20:.2f} MiB"
 
 
 def _emit_json(data: object) -> None:
@@ -1901,14 +1896,14 @@ def train(
             )
         peak = max(result.measured_peak_memory_bytes)
         pred = max(result.predicted_peak_memory_bytes)
-        cmp_t.add_row("peak memory / device", _fmt_size(peak), _fmt_size(pred), f"{peak / pred:.2f}x")
+        cmp_t.add_row("peak memory / device", _fmt(peak, "bytes"), _fmt(pred, "bytes"), f"{peak / pred:.2f}x")
         for comp in ("parameters", "gradients", "optimizer_state", "activations"):
             got = max(m[comp] for m in result.measured_memory)
             want = result.predicted_memory[comp]
             cmp_t.add_row(
                 f"  {comp.replace('_', ' ')}",
-                _fmt_size(got),
-                _fmt_size(want),
+                _fmt(got, "bytes"),
+                _fmt(want, "bytes"),
                 f"{got / want:.2f}x" if want else "-",
             )
         out.print(cmp_t)
