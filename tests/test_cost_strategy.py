@@ -260,3 +260,24 @@ def test_calibration_is_read_from_the_cluster_file_and_checked() -> None:
     doc["meta"]["measured"]["runtime"] = {"fsdp_unit_s": -1}
     with pytest.raises(InvalidInputError, match="fsdp_unit_s: must be a number >= 0"):
         runtime_calibration(cluster_from_json(doc, where="test"))
+
+
+def test_sequence_parallel_reduces_the_replicated_gradients() -> None:
+    # llama (RMSNorm, no biases): 2 norms per layer + the final norm, h * 2 bytes each, partial
+    # under SP; Megatron coalesces them into one all-reduce, DTensor reduces each on its own
+    g = build_model("llama-7b", microbatch_size=1, num_layers=4)
+    h = 4096
+    tp_group = list(range(8))
+    sp = parse_strategy("tp=8")
+    coalesced = estimate_strategy(g, sp, H100, global_batch=1)
+    each = estimate_strategy(g, sp, H100, global_batch=1, per_tensor_grad_sync=True)
+    n = 2 * 4 + 1
+    assert coalesced.terms["tp_grad_sync"] == pytest.approx(
+        collective_time(H100, "all_reduce", n * h * 2, tp_group), rel=1e-9
+    )
+    assert each.terms["tp_grad_sync"] == pytest.approx(
+        n * collective_time(H100, "all_reduce", h * 2, tp_group), rel=1e-9
+    )
+    # without sequence parallelism every rank sees every token: nothing to reduce
+    no_sp = estimate_strategy(g, parse_strategy("tp=8,sp=0"), H100, global_batch=1)
+    assert no_sp.terms["tp_grad_sync"] == 0.0

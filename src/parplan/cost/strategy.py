@@ -83,6 +83,7 @@ TIME_TERMS = (
     "pp_p2p",
     "dp_comm",
     "optimizer",
+    "tp_grad_sync",
     "step_sync",
 )
 
@@ -316,6 +317,9 @@ class _Stage:
     layer_params: float = 0.0  # the largest layer's parameters on one device (count)
     layers: int = 0
     tp_linears: int = 0  # tensor-parallel linears and embeddings (DTensor modules)
+    #: sequence parallelism: replicated parameters whose gradients are partial sums over the group
+    #: (norm weights, row-parallel biases): their sizes in bytes, one per tensor
+    rep_grads: list[float] = field(default_factory=list)
     act: float = 0.0  # stored activations of one micro-batch (bytes)
     wgrad_act: float = 0.0  # the part the weight gradients still need after I
     layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
@@ -408,6 +412,14 @@ def _build_stage(
             split = op.attr.get("tp")
             if (op.kind == "linear" and split in ("row", "column")) or op.kind == "embedding":
                 st.tp_linears += 1
+            if sp and op.kind == "norm" and op.param_bytes > 0:
+                width = float(op.attr.get("out_features") or op.attr.get("in_features") or 0)
+                count = max(1, round(op.param_bytes / (width * elem))) if width else 1
+                st.rep_grads += [op.param_bytes / count] * count
+            elif sp and op.kind == "linear" and split == "row":
+                weights = float(op.attr.get("in_features", 0)) * float(op.attr.get("out_features", 0)) * elem
+                if op.param_bytes > weights > 0:
+                    st.rep_grads.append(op.param_bytes - weights)  # the bias, replicated
             if op.kind == "linear" and split == "row":
                 fwd_comm = ar(op.out_bytes)
             elif op.kind == "linear" and split == "column":
@@ -549,6 +561,7 @@ def estimate_strategy(
     calibration: RuntimeCalibration | None = None,
     bucket_copies: bool = False,
     pipeline_schedule: Any = None,
+    per_tensor_grad_sync: bool = False,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -594,6 +607,11 @@ def estimate_strategy(
     pipeline_schedule
         pp > 1: per-device orders (a :class:`parplan.schedule.ir.Schedule`, e.g. a planner's for
         :attr:`StrategyEstimate.pipeline_problem`) timed instead of ``strategy.schedule``.
+    per_tensor_grad_sync
+        With sequence parallelism the replicated parameters (norms, row-parallel biases) get partial
+        gradients, all-reduced over the tensor-parallel group (term ``tp_grad_sync``): Megatron-LM
+        coalesces them into one all-reduce (False); DTensor reduces each tensor on its own when
+        the optimizer reads it (train's runtime, True).
     bucket_copies
         The data-parallel gradients are copied into flat buckets for the all-reduce and back (torch
         DDP without ``gradient_as_bucket_view``, train's all-reduce); Megatron-LM's contiguous
@@ -753,7 +771,14 @@ def estimate_strategy(
     master = 0 if elem == 4 else 4
     updated = ws.params / (strategy.dp if strategy.zero >= 1 else 1)
     optimizer_s = updated * (2 * master + 16 + elem + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
-    step_s = makespan + dp_s + optimizer_s + ovh.step_sync_s
+    tp_group = [_device(worst, 0, k, strategy) for k in range(strategy.tp)]
+    if not ws.rep_grads:
+        tp_sync_s = 0.0
+    elif per_tensor_grad_sync:
+        tp_sync_s = sum(collective_time(cluster, "all_reduce", b, tp_group) for b in ws.rep_grads)
+    else:
+        tp_sync_s = collective_time(cluster, "all_reduce", sum(ws.rep_grads), tp_group)
+    step_s = makespan + dp_s + optimizer_s + tp_sync_s + ovh.step_sync_s
     terms = {
         "compute": m * (ws.F + ws.I + ws.W),
         "recompute": m * ws.recompute,
@@ -762,6 +787,7 @@ def estimate_strategy(
         "pp_p2p": max(0.0, makespan - makespan0),
         "dp_comm": dp_s,
         "optimizer": optimizer_s,
+        "tp_grad_sync": tp_sync_s,
         "step_sync": ovh.step_sync_s,
     }
     # memory per stage

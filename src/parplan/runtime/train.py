@@ -862,7 +862,8 @@ def predicted_phases(strategy: Strategy, terms: Mapping[str, float]) -> dict[str
     return {
         "compute": sum(terms.get(k, 0.0) for k in inside) + terms.get("dp_comm", 0.0) - sync,
         "grad_sync": sync,
-        "optimizer": terms.get("optimizer", 0.0),
+        # DTensor reduces the replicated parameters' partial gradients when the optimizer reads them
+        "optimizer": terms.get("optimizer", 0.0) + terms.get("tp_grad_sync", 0.0),
         "other": terms.get("step_sync", 0.0),
     }
 
@@ -875,7 +876,12 @@ def prediction_options(devices: int, profile: Any = None, cluster: Any = None) -
     from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
 
     cores = os.cpu_count() or 1
-    opts: dict[str, Any] = {"w_keeps_graph": True, "shared_cores": cores, "bucket_copies": True}
+    opts: dict[str, Any] = {
+        "w_keeps_graph": True,
+        "shared_cores": cores,
+        "bucket_copies": True,
+        "per_tensor_grad_sync": True,
+    }
     if profile is not None:
         cal = RuntimeCalibration() if cluster is None else runtime_calibration(cluster)
         opts["profile"] = profile
