@@ -62,30 +62,37 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         prof = profile_model(model, repeats=5, warmup=2)
         _, _, frontier = choose_strategy(model, cluster, DEVICES, profile=prof)
         points = list(frontier.points)[: 3 if quick else None]
-        first = [train(model, est.strategy, cluster, steps=steps, progress=False, profile=prof) for est in points]
+
+        def measure(est: Any, check: bool, model: str = model, steps: int = steps) -> Any:
+            # this shared machine's speed drifts over minutes: each prediction uses op times
+            # profiled seconds before its run (the frontier was chosen with the first profile)
+            fresh = profile_model(model, repeats=5, warmup=2)
+            return train(
+                model, est.strategy, cluster, steps=steps, progress=False, profile=fresh, check=check
+            )
+
+        first = [measure(est, True) for est in points]
         # a second measurement of every point, after all the first ones: how well the measurement
         # itself ranks the points (the ceiling of any prediction's rank correlation)
-        again = [
-            train(model, est.strategy, cluster, steps=steps, progress=False, profile=prof, check=False)
-            for est in points
-        ]
+        again = [measure(est, False) for est in points]
         for est, r, r2 in zip(points, first, again, strict=True):
-            rows.append(_row(model, est, r, cluster, r2.measured_step_s))
+            rows.append(_row(model, est, r, cluster, r2))
     return rows
 
 
-def _row(model: str, est: Any, r: Any, cluster: Any, again_s: float) -> dict[str, Any]:
-    measured = (r.measured_step_s + again_s) / 2
+def _row(model: str, est: Any, r: Any, cluster: Any, again_s: Any) -> dict[str, Any]:
+    measured = (r.measured_step_s + again_s.measured_step_s) / 2
+    predicted = (r.predicted_step_s + again_s.predicted_step_s) / 2
     return {
         "suite": "train",
         "model": model,
         "strategy": est.strategy.label(),
         "strategy_text": est.strategy.to_text(),
-        "predicted_s": r.predicted_step_s,
+        "predicted_s": predicted,
         "measured_first_s": r.measured_step_s,
-        "measured_again_s": again_s,
+        "measured_again_s": again_s.measured_step_s,
         "measured_s": measured,
-        "time_error": measured / r.predicted_step_s - 1,
+        "time_error": measured / predicted - 1,
         "predicted_mem": max(r.predicted_peak_memory_bytes),
         "measured_mem": max(r.measured_peak_memory_bytes),
         "mem_ratio": max(r.measured_peak_memory_bytes) / max(r.predicted_peak_memory_bytes),
@@ -103,7 +110,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{DEVICES}, every point of the strategy frontier that `parplan train` runs (moe-small: tp = 1), each "
         f"trained for {', '.join(f'{s} ({m})' for m, s in MODELS)} steps after `parplan calibrate` + "
         "`parplan profile` measured the machine. Time: median step after two warm-up steps (slowest process), "
-        "measured twice (every point, then every point again), the error taken on the mean of the two. "
+        "measured twice (every point, then every point again), each run predicted from op times profiled just "
+        "before it (the machine's speed drifts), the error taken on the means of the two. "
         "Memory: tensor accounting (state + peak saved activations) against the prediction of the same "
         "components.",
         "",
