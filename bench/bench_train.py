@@ -5,7 +5,8 @@ global batch 4.
 First ``parplan calibrate`` (GEMM, stream, all-reduce under load, send/recv with 4 processes) and
 ``parplan profile`` (per-op times, one process) measure the machine; then every point of the
 runnable strategy frontier (``frontier --grid`` restricted to what ``parplan train`` executes) is
-trained for ``STEPS`` steps. Reported per point: median step time (steps 2..N, slowest process)
+trained for ``STEPS`` steps, twice, each run predicted from op times profiled just before it.
+Reported per point: median step time (after two warm-up steps, slowest process)
 beside the calibrated prediction, peak memory per device (tensor accounting: state + saved
 activations) beside the prediction of the same components, the loss check against one process, and
 over all points the median time error and the Spearman rank correlation of predicted and measured
