@@ -1025,24 +1025,18 @@ def planned_pipeline(
     """
     from parplan.cost.strategy import estimate_strategy
     from parplan.report.export import to_pipelining_csv
-    from parplan.simulate import compute_metrics, simulate
     from parplan.solve import plan_problem
 
     base = replace(strategy, schedule=PLAN_BASELINE)
     est0 = estimate_strategy(graph, base, cluster, global_batch=global_batch, **opts)
-    problem = est0.pipeline_problem
-    from parplan.schedule.expert import build_schedule
-
-    limit = max(
-        compute_metrics(
-            problem, simulate(problem, build_schedule(PLAN_BASELINE, problem))
-        ).peak_memory_per_device
-    )
+    # the baseline's peak in-flight activations, as the estimate simulated them (a device's peak
+    # depends only on its own order of F, I and W)
+    limit = max(m.activations for m in est0.stage_memory)
     if progress:
         print(
             f"[train] planning the pipeline schedule ({time_limit_s:g} s limit)", file=sys.stderr, flush=True
         )
-    plan = plan_problem(problem, memory_limit=limit * (1 + 1e-9), time_limit_s=time_limit_s)
+    plan = plan_problem(est0.pipeline_problem, memory_limit=limit, time_limit_s=time_limit_s)
     est = estimate_strategy(
         graph, base, cluster, global_batch=global_batch, pipeline_schedule=plan.schedule, **opts
     )
