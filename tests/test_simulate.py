@@ -267,10 +267,14 @@ def test_two_cores_for_four_stages_bound_by_half_the_work() -> None:
 
 
 def test_processes_per_device_share_like_more_devices() -> None:
-    # a stage standing for 2 processes: 2 stages on 2 cores behave like 4 processes on 2 cores
+    # a device standing for 2 processes on 2 cores runs as one process on 1 core: the same timeline
     p = synthetic_problem(pp=2, microbatches=4, costs="F=1,B=2")
     s = build_schedule("gpipe", p)
-    timed = simulate_shared(p, s, lambda k: max(1.0, k / 2), processes_per_device=2)
-    # each stage alone runs 2 processes on 2 cores at full speed; both busy, half speed
-    plain = compute_metrics(p, simulate(p, s)).makespan
-    assert compute_metrics(p, timed).makespan > plain
+    two = simulate_shared(p, s, lambda k: max(1.0, k / 2), processes_per_device=2)
+    one = simulate_shared(p, s, lambda k: max(1.0, k / 1))
+    ends = {(t.device, str(t.action)): t.end for t in one}
+    assert len(two) == len(one)
+    for t in two:
+        assert t.end == pytest.approx(ends[(t.device, str(t.action))], rel=1e-12)
+    # and slower than devices of their own whenever both stages are busy at once
+    assert compute_metrics(p, two).makespan > compute_metrics(p, simulate(p, s)).makespan

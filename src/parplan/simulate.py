@@ -162,6 +162,27 @@ def _check_placement(problem: PipelineProblem, schedule: Schedule) -> None:
 # ---------------------------------------------------------------------------- simulation
 
 
+def _check_schedule(problem: PipelineProblem, schedule: Schedule) -> None:
+    """Refuse a misplaced, incomplete or duplicated schedule (both simulators start here)."""
+    _check_placement(problem, schedule)
+    errors = _completeness_errors(problem, [(d, a) for d, a in schedule.actions()])
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise InvalidInputError(f"schedule {schedule.name!r}: {errors[0]}{more}")
+
+
+def _deps_lookup(problem: PipelineProblem) -> Callable[[Action], list[tuple[DepKey, float, int]]]:
+    """``deps_of(action)``: what an action (plain or fused) waits for, computed once per action."""
+    cache: dict[Action, list[tuple[DepKey, float, int]]] = {}
+
+    def deps_of(action: Action) -> list[tuple[DepKey, float, int]]:
+        if action not in cache:
+            cache[action] = _fused_deps(problem, action) if action.is_fused else dependencies(problem, action)
+        return cache[action]
+
+    return deps_of
+
+
 def simulate(problem: PipelineProblem, schedule: Schedule) -> tuple[TimedAction, ...]:
     """Time every action of ``schedule`` on ``problem`` (as-soon-as-possible in each device's order).
 
@@ -172,26 +193,14 @@ def simulate(problem: PipelineProblem, schedule: Schedule) -> tuple[TimedAction,
     DeadlockError
         When devices wait on each other; the message names the waiting actions and what they wait for.
     """
-    _check_placement(problem, schedule)
-    errors = _completeness_errors(problem, [(d, a) for d, a in schedule.actions()])
-    if errors:
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise InvalidInputError(f"schedule {schedule.name!r}: {errors[0]}{more}")
-
+    _check_schedule(problem, schedule)
     done: dict[DepKey, tuple[float, int]] = {}  # event -> (end time, device)
     heads = [0] * problem.num_devices
     free_at = [0.0] * problem.num_devices
     timed: list[TimedAction] = []
     waiting: dict[DepKey, list[int]] = defaultdict(list)
     ready = list(range(problem.num_devices))
-    deps_cache: dict[Action, list[tuple[DepKey, float, int]]] = {}
-
-    def deps_of(action: Action) -> list[tuple[DepKey, float, int]]:
-        if action not in deps_cache:
-            deps_cache[action] = (
-                _fused_deps(problem, action) if action.is_fused else dependencies(problem, action)
-            )
-        return deps_cache[action]
+    deps_of = _deps_lookup(problem)
 
     while ready:
         device = ready.pop()
@@ -239,28 +248,21 @@ def simulate_shared(
     tensor-parallel ranks run alike). A device waiting on a dependency or a transfer uses no core.
     With ``slowdown`` 1 this is :func:`simulate`.
     """
-    _check_placement(problem, schedule)
-    errors = _completeness_errors(problem, [(d, a) for d, a in schedule.actions()])
-    if errors:
-        raise InvalidInputError(f"schedule {schedule.name!r}: {errors[0]}")
+    _check_schedule(problem, schedule)
     n = problem.num_devices
     heads = [0] * n
     done: dict[DepKey, tuple[float, int]] = {}
     running: dict[int, tuple[Action, float, float]] = {}  # device -> (action, start, work left)
     free_at = [0.0] * n
     timed: list[TimedAction] = []
-    deps_cache: dict[Action, list[tuple[DepKey, float, int]]] = {}
+    deps_of = _deps_lookup(problem)
     t = 0.0
 
     def ready_time(device: int) -> float | None:
         """When the device's next action may start, or None while a dependency is not done."""
         action = schedule.orders[device][heads[device]]
-        if action not in deps_cache:
-            deps_cache[action] = (
-                _fused_deps(problem, action) if action.is_fused else dependencies(problem, action)
-            )
         start = free_at[device]
-        for key, comm, _ in deps_cache[action]:
+        for key, comm, _ in deps_of(action):
             if key not in done:
                 return None
             end, src = done[key]
@@ -300,10 +302,6 @@ def simulate_shared(
                 running[d] = (action, start, left)
     stuck = [d for d in range(n) if heads[d] < len(schedule.orders[d])]
     if stuck:
-
-        def deps_of(a: Action) -> list[tuple[DepKey, float, int]]:
-            return _fused_deps(problem, a) if a.is_fused else dependencies(problem, a)
-
         raise DeadlockError(_deadlock_message(problem, schedule, heads, stuck, done, deps_of))
     return tuple(sorted(timed, key=lambda ta: (ta.start, ta.device)))
 
