@@ -199,8 +199,9 @@ class TrainModel(nn.Module):
 
 def is_user_model(spec: str) -> bool:
     """``FILE.py:FACTORY``: the user's own module (``parplan trace``'s factories)."""
-    path, sep, factory = spec.rpartition(":")
-    return bool(sep) and path.endswith(".py") and factory.isidentifier()
+    from parplan.runtime.user_model import is_factory_spec
+
+    return is_factory_spec(spec)
 
 
 class UserTrainModel(nn.Module):

@@ -76,11 +76,26 @@ def _forward_of_arity(n: int) -> Callable[..., torch.Tensor]:
     return namespace["forward"]  # type: ignore[no-any-return]
 
 
-def load_factory(spec: str) -> UserModel:
-    """Import ``FILE.py`` and call ``FACTORY()``; every way this can go wrong is one clear message."""
+def split_factory_spec(spec: str) -> tuple[str, str] | None:
+    """``(FILE, FACTORY)`` of ``FILE:FACTORY`` (FACTORY an identifier), or None."""
     path_text, sep, factory = spec.rpartition(":")
     if not sep or not path_text or not factory.isidentifier():
+        return None
+    return path_text, factory
+
+
+def is_factory_spec(spec: str) -> bool:
+    """Whether ``spec`` names a user's module: ``FILE.py:FACTORY``."""
+    parts = split_factory_spec(spec)
+    return parts is not None and parts[0].endswith(".py")
+
+
+def load_factory(spec: str) -> UserModel:
+    """Import ``FILE.py`` and call ``FACTORY()``; every way this can go wrong is one clear message."""
+    parts = split_factory_spec(spec)
+    if parts is None:
         raise InvalidInputError(f"trace: {spec!r}: give FILE.py:FACTORY, e.g. my_model.py:build")
+    path_text, factory = parts
     path = Path(path_text)
     if not path.is_file():
         raise InvalidInputError(f"trace: {path}: no such file")
