@@ -74,6 +74,21 @@ def test_activation_meter_sees_saves_and_frees() -> None:
     assert meter.live == 0 and meter.peak >= 2 * 32 * 64 * 4
 
 
+def test_meter_frees_what_a_retained_input_pass_saved() -> None:
+    # split backward: the input pass retains the graph, W never runs here; exp saves its own output,
+    # so a meter holding that output's autograd history would keep the node (and itself) alive
+    meter = ActivationMeter()
+    w = torch.randn(64, 64, requires_grad=True)
+    x = torch.randn(32, 64, requires_grad=True)
+    with meter.active():
+        y = torch.exp(x @ w)
+        loss = y.sum()
+    torch.autograd.grad(loss, [x], retain_graph=True)
+    assert meter.live >= 2 * 32 * 64 * 4
+    del y, loss
+    assert meter.live == 0
+
+
 def test_choice_under_a_memory_limit_is_predicted_under_it() -> None:
     s, how, f = choose_strategy("gpt-tiny", LOCAL4, 4, memory_limit=40 * 2**20)
     est = next(e for e in f.points if e.strategy == s)

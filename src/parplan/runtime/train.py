@@ -457,6 +457,10 @@ class ActivationMeter:
             local = _local(tensor)
             if isinstance(local, nn.Parameter):
                 return
+            # hold the values, not the autograd history: a node that saves its own output would
+            # otherwise hold itself (node -> holder -> output -> node), a cycle only a full backward
+            # breaks; the split backward's input pass retains the graph, so it would never be freed
+            self.tensor = tensor.detach()
             try:
                 storage = local.untyped_storage()
                 self.ptr, self.size = storage.data_ptr(), float(storage.nbytes())
@@ -675,7 +679,9 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
             first, last = pp_rank == 0, pp_rank == s.pp - 1
             seen_losses.clear()
             with meter.active(step == 0):
-                schedule.step(*((tokens,) if first else ()), target=labels if last else None)
+                schedule.step(
+                    *((tokens,) if first else ()), target=labels if last else None, return_outputs=False
+                )
             if last:
                 if len(seen_losses) < job.microbatches:
                     raise RuntimeError(
