@@ -235,6 +235,16 @@ def test_runtime_overheads_add_their_closed_forms() -> None:
     bare = estimate_strategy(g, z, H100, global_batch=8)
     params_bytes = sum(op.param_bytes for op in g.ops)
     assert fsdp.terms["dp_comm"] - bare.terms["dp_comm"] == pytest.approx((8 + 1) * a + b * params_bytes, rel=1e-6)
+    # a measured AdamW step prices the parameters the device updates (ZeRO-1+: its 1/dp shard)
+    y = 3e-9
+    for strategy, updated in (
+        (Strategy(dp=8, zero=0), 8 * 4096 * 4096),
+        (Strategy(dp=8, zero=1), 4096 * 4096),
+    ):
+        timed = estimate_strategy(
+            g, strategy, H100, global_batch=8, calibration=RuntimeCalibration(adamw_s_per_param=y)
+        )
+        assert timed.terms["optimizer"] == pytest.approx(updated * y, rel=1e-9)
     # ZeRO-1 runs no FSDP2
     z1 = Strategy(dp=8, zero=1)
     assert estimate_strategy(

@@ -11,7 +11,9 @@ also pays for its own machinery, and on small models or CPU devices that is not 
   hooks) and per byte of unsharded parameters (the copy-in and copy-out around its all-gathers
   and reduce-scatters, the gradient division), beyond the collectives' own time;
 * ``tp_linear_s``: DTensor's host time per tensor-parallel linear per forward and backward
-  (sharding propagation and redistribution bookkeeping), beyond the GEMM and its collective.
+  (sharding propagation and redistribution bookkeeping), beyond the GEMM and its collective;
+* ``adamw_s_per_param``: the optimizer step (``torch.optim.AdamW``, multi-tensor) per parameter
+  it updates, in place of the estimate's memory-bandwidth price when measured.
 
 and, for processes sharing a machine's cores:
 
@@ -43,6 +45,7 @@ class RuntimeCalibration:
     fsdp_unit_s: float = 0.0
     fsdp_s_per_byte: float = 0.0
     tp_linear_s: float = 0.0
+    adamw_s_per_param: float = 0.0
     slowdown: tuple[float, ...] = ()
 
     def to_json(self) -> dict[str, Any]:

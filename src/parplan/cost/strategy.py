@@ -45,7 +45,9 @@ optimizer
     The optimizer step, memory-bound (AdamW reads the fp32 master weights, the gradient and both
     moments and writes the master weights, the moments and the 16-bit parameters: ``26 + grad``
     bytes per parameter with 16-bit parameters, Rajbhandari et al. 2020's state; fp32 training has no
-    master copy) over the parameters the device updates.
+    master copy) over the parameters the device updates; on a calibrated cluster, the measured
+    AdamW step per parameter (``meta.measured.runtime.adamw_s_per_param``) times the processes'
+    slowdown instead.
 
 Memory per device (the most loaded pipeline stage)
 ---------------------------------------------------
@@ -770,7 +772,12 @@ def estimate_strategy(
     # fp32 training keeps no master copy (Rajbhandari et al. 2020: 16-bit training adds 4 bytes)
     master = 0 if elem == 4 else 4
     updated = ws.params / (strategy.dp if strategy.zero >= 1 else 1)
-    optimizer_s = updated * (2 * master + 16 + elem + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
+    if ovh.adamw_s_per_param > 0:  # measured by parplan calibrate on this runtime
+        optimizer_s = updated * ovh.adamw_s_per_param * contention
+    else:
+        optimizer_s = (
+            updated * (2 * master + 16 + elem + g_bytes) / (device.memory_bandwidth_Bps * eff.memory)
+        )
     tp_group = [_device(worst, 0, k, strategy) for k in range(strategy.tp)]
     if not ws.rep_grads:
         tp_sync_s = 0.0

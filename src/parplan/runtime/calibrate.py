@@ -222,6 +222,24 @@ def slowdown_curve(measured: list[Measured]) -> list[float]:
     return curve
 
 
+#: The optimizer benchmark's parameters: this many tensors of this many elements (a few CPU-scale
+#: layers' weights: past the caches, as a stage's parameters are).
+ADAMW_TENSORS = (8, 2**17)
+
+
+def _adamw_per_param(repeats: int) -> float:
+    """CPU seconds per parameter of one ``torch.optim.AdamW`` step (its default, multi-tensor
+    implementation) over :data:`ADAMW_TENSORS`, every process stepping at once. Measured rather
+    than priced from the stream bandwidth: the step updates its state in place, where the stream
+    benchmark's ``x + 1`` also pays for allocating (and faulting in) its output."""
+    count, size = ADAMW_TENSORS
+    params = [torch.nn.Parameter(torch.randn(size)) for _ in range(count)]
+    for p in params:
+        p.grad = torch.randn(size)
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    return _cpu_loop(opt.step, repeats) / (count * size)
+
+
 def _runtime_overheads(rank: int, job: CalibrationJob) -> dict[str, float]:
     """The runtime pieces train uses, timed on a small layer against the same work run plainly
     (:class:`parplan.cost.overheads.RuntimeOverheads`): the step's closing loss all-reduce and
@@ -237,7 +255,7 @@ def _runtime_overheads(rank: int, job: CalibrationJob) -> dict[str, float]:
         dist.all_reduce(loss)
         dist.barrier()
 
-    out = {"step_sync_s": _loop_time(sync, reps)}
+    out = {"step_sync_s": _loop_time(sync, reps), "adamw_s_per_param": _adamw_per_param(reps)}
     if n < 2:
         return out
     torch.manual_seed(0)
