@@ -5,7 +5,8 @@ global batch 4.
 First ``parplan calibrate`` (GEMM, stream, all-reduce under load, send/recv with 4 processes) and
 ``parplan profile`` (per-op times, one process) measure the machine; then every point of the
 runnable strategy frontier (``frontier --grid`` restricted to what ``parplan train`` executes) is
-trained for ``STEPS`` steps, twice, each run predicted from op times profiled just before it.
+trained for ``STEPS`` steps, twice (every point, then every point again), each pass predicted
+from a calibration taken just before it and each run from op times profiled just before it.
 Reported per point: median step time (after two warm-up steps, slowest process)
 beside the calibrated prediction, peak memory per device (tensor accounting: state + saved
 activations) beside the prediction of the same components, the loss check against one process, and
@@ -57,27 +58,32 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     from parplan.runtime.profile import profile_model
     from parplan.runtime.train import choose_strategy, train
 
-    cluster = cluster_from_json(calibrated_cluster(DEVICES, measure_local(DEVICES)), where="calibration")
+    def calibrate() -> Any:
+        return cluster_from_json(calibrated_cluster(DEVICES, measure_local(DEVICES)), where="calibration")
+
+    cluster = calibrate()
     rows = []
     for model, steps in MODELS:
         prof = profile_model(model, repeats=5, warmup=2)
         _, _, frontier = choose_strategy(model, cluster, DEVICES, profile=prof)
         points = list(frontier.points)[: 3 if quick else None]
 
-        def measure(est: Any, check: bool, model: str = model, steps: int = steps) -> Any:
+        def measure(est: Any, check: bool, on: Any, model: str = model, steps: int = steps) -> Any:
             # this shared machine's speed drifts over minutes: each prediction uses op times
             # profiled seconds before its run (the frontier was chosen with the first profile)
             fresh = profile_model(model, repeats=5, warmup=2)
-            return train(
-                model, est.strategy, cluster, steps=steps, progress=False, profile=fresh, check=check
-            )
+            return train(model, est.strategy, on, steps=steps, progress=False, profile=fresh, check=check)
 
-        first = [measure(est, True) for est in points]
+        # each pass over the points is predicted from a calibration taken right before it
+        # (~25 s): the runtime overheads and the cores' sharing drift with the machine's load too
+        first_cal = calibrate()
+        first = [measure(est, True, first_cal) for est in points]
         # a second measurement of every point, after all the first ones: how well the measurement
         # itself ranks the points (the ceiling of any prediction's rank correlation)
-        again = [measure(est, False) for est in points]
+        again_cal = calibrate()
+        again = [measure(est, False, again_cal) for est in points]
         for est, r, r2 in zip(points, first, again, strict=True):
-            rows.append(_row(model, est, r, cluster, r2))
+            rows.append(_row(model, est, r, first_cal, r2))
     return rows
 
 
@@ -111,8 +117,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         f"{DEVICES}, every point of the strategy frontier that `parplan train` runs (moe-small: tp = 1), each "
         f"trained for {', '.join(f'{s} ({m})' for m, s in MODELS)} steps after `parplan calibrate` + "
         "`parplan profile` measured the machine. Time: median step after two warm-up steps (slowest process), "
-        "measured twice (every point, then every point again), each run predicted from op times profiled just "
-        "before it (the machine's speed drifts), the error taken on the means of the two. "
+        "measured twice (every point, then every point again), each pass predicted from a calibration taken just "
+        "before it and each run from op times profiled just before it (the machine's speed drifts), the error "
+        "taken on the means of the two. "
         "Memory: tensor accounting (state + peak saved activations) against the prediction of the same "
         "components.",
         "",
