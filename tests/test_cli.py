@@ -230,6 +230,16 @@ def test_listings_json() -> None:
         (["compare", "--pp", "4", "--microbatches", "8", "--costs", "F=1,X=2"], "--costs"),
         (["compare", "--pp", "4", "--microbatches", "8", "--cluster", "8xh100"], "--cluster"),
         (["compare", "--microbatches", "8"], "--pp"),
+        (
+            ["compare", "--model", "gpt-tiny", "--cluster", "local", "--pp", "2", "--microbatches", "4",
+             "--dtype", "fp8"],
+            "list no fp8 peak",
+        ),
+        (
+            ["plan", "--model", "llama-7b", "--cluster", "8xh100", "--pp", "2", "--microbatches", "4",
+             "--dtype", "fp8", "--devices-per-stage", "4"],
+            "--dtype fp8 with --devices-per-stage",
+        ),
     ],
 )
 def test_bad_input_one_message_exit_2(args: list[str], needle: str) -> None:

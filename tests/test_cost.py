@@ -194,6 +194,44 @@ def test_dtype_selects_peak_and_falls_back():
         op_time(op, GPU, "F", dtype="int8")
 
 
+FP8_GPU = DeviceSpec(
+    index=0,
+    name="g0",
+    kind="gpu8",
+    node=0,
+    peak_flops=(("bf16", 100e12), ("fp8", 200e12)),
+    memory_bytes=64e9,
+    memory_bandwidth_Bps=1e12,
+)
+
+
+def test_fp8_runs_linear_gemms_at_the_fp8_peak_and_pays_the_casts():
+    mm = Op(name="mm", kind="linear", fwd_flops=6e12, fwd_bytes=2e9)
+    # 6e12 / (200e12 * 0.6) = 50 ms, then casting 2e9 / 2 bf16 elements at 3 bytes each:
+    # 3e9 / (1e12 * 0.8) = 3.75 ms
+    assert op_time(mm, FP8_GPU, "F", gemm_dtype="fp8") == pytest.approx(0.05 + 3.75e-3)
+    assert op_time(mm, FP8_GPU, "F") == pytest.approx(0.1)
+    # attention and everything but linears and experts stay in the storage dtype
+    for kind in ("attention", "norm", "elementwise"):
+        op = Op(name="x", kind=kind, fwd_flops=6e12, fwd_bytes=2e9)
+        assert op_time(op, FP8_GPU, "F", gemm_dtype="fp8") == op_time(op, FP8_GPU, "F")
+    experts = Op(name="e", kind="moe_experts", bwd_input_flops=6e12, bwd_weight_flops=6e12)
+    assert op_time(experts, FP8_GPU, "B", gemm_dtype="fp8") == pytest.approx(0.1)
+
+
+def test_fp8_cost_model_refuses_devices_without_fp8_and_profiles():
+    fp8_cluster = Cluster(name="f8", devices=(FP8_GPU,), intra_node=INTRA, inter_node=INTER)
+    mm = Op(name="mm", kind="linear", fwd_flops=6e12)
+    assert CostModel(fp8_cluster, gemm_dtype="fp8").op_time(mm, 0, "F") == pytest.approx(0.05)
+    with pytest.raises(InvalidInputError, match=r"--dtype fp8: gpu devices of cluster 'toy' list no fp8 peak"):
+        CostModel(_cluster(), gemm_dtype="fp8")
+    prof = Profile(device="gpu8", dtype="bf16", microbatch_size=1, seq_len=None, ops=(("mm", OpProfile(F=1.0, B=2.0)),))
+    with pytest.raises(InvalidInputError, match="drop --profile"):
+        CostModel(fp8_cluster, profile=prof, gemm_dtype="fp8")
+    with pytest.raises(InvalidInputError, match="only fp8"):
+        CostModel(fp8_cluster, gemm_dtype="int4")
+
+
 def test_custom_efficiency():
     op = Op(name="mm", kind="linear", fwd_flops=6e12)
     assert op_time(op, GPU, "F", efficiency=Efficiency(matmul=1.0)) == pytest.approx(0.06)

@@ -376,3 +376,23 @@ def test_problem_round_trips_and_source_is_json():
         )
         assert PipelineProblem.from_json(json.loads(json.dumps(p.to_json()))) == p
         assert json.loads(json.dumps(p.source))["placement"] == placement
+
+
+def test_fp8_model_problem_speeds_the_linears_only_and_keeps_the_memory() -> None:
+    from parplan.graph.zoo import build_model
+    from parplan.spec import ProblemSpec, build_problem
+
+    h100 = load_cluster("8xh100")
+    g = build_model("llama-7b")
+    bf16 = model_problem(g, h100, pp=4, microbatches=8)
+    fp8 = model_problem(g, h100, pp=4, microbatches=8, gemm_dtype="fp8")
+    assert fp8.source["gemm_dtype"] == "fp8" and "gemm_dtype" not in bf16.source
+    for a, b in zip(bf16.stages, fp8.stages, strict=True):
+        assert b.param_mem == a.param_mem and b.act_mem == a.act_mem  # storage stays 16-bit
+        # at most twice as fast (the fp8 peak is 2x bf16); attention, norms and casts keep it slower
+        assert a.cost.F / 2 < b.cost.F < a.cost.F
+    # --dtype fp8 on the command line's problem is this float8 problem
+    spec = ProblemSpec(model="llama-7b", cluster="8xh100", pp=4, microbatches=8, dtype="fp8")
+    assert build_problem(spec).stages == fp8.stages
+    with pytest.raises(InvalidInputError, match=r"a100 devices .* list no fp8 peak"):
+        build_problem(ProblemSpec(model="llama-7b", cluster="8xa100", pp=4, microbatches=8, dtype="fp8"))

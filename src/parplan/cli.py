@@ -24,7 +24,7 @@ from rich.table import Table
 
 from parplan.errors import InvalidInputError, ParplanError
 from parplan.schedule.expert import applicable_schedules
-from parplan.spec import ProblemSpec, build_problem, check_num_layers
+from parplan.spec import ProblemSpec, build_problem, check_num_layers, float8_split
 
 
 class _Group(typer.core.TyperGroup):
@@ -128,7 +128,13 @@ SeqLen = Annotated[int | None, typer.Option(help="Tokens per sample.", rich_help
 NumLayers = Annotated[
     int | None, typer.Option(help="Override the model's layer count.", rich_help_panel=G_MOD)
 ]
-Dtype = Annotated[str | None, typer.Option(help="fp32 | bf16 | fp16 | fp8.", rich_help_panel=G_MOD)]
+Dtype = Annotated[
+    str | None,
+    typer.Option(
+        help="fp32 | bf16 | fp16 | fp8 (float8 training: the linear layers' GEMMs in fp8, 16-bit storage).",
+        rich_help_panel=G_MOD,
+    ),
+]
 DropoutOpt = Annotated[
     bool | None,
     typer.Option(
@@ -793,6 +799,13 @@ def _joint(  # type: ignore[no-untyped-def]
         )
     if spec.placement not in (None, "linear"):
         raise InvalidInputError("--devices-per-stage: works with --placement linear only")
+    if spec.dtype == "fp8":
+        raise InvalidInputError(
+            "--dtype fp8 with --devices-per-stage: the stages' strategies come from the per-operator "
+            "frontier, which takes fp32, bf16 or fp16; plan in bf16, or drop --devices-per-stage (plan "
+            "--dtype fp8 prices float8 GEMMs for one device per stage; frontier --grid --dtype fp8 for whole-model "
+            "strategies)"
+        )
     profile = None
     if spec.profile:
         from parplan.cost.profile import read_profile
@@ -1159,15 +1172,14 @@ def frontier(
         from parplan.frontier import frontier as ft
         from parplan.graph.zoo import resolve_model
 
-        # fp8 is float8 training (torchao): 16-bit storage, the linear layers' GEMMs in fp8
-        fp8 = dtype == "fp8"
+        storage, gemm_dtype = float8_split(dtype, storage="bf16")
         opts = {
             k: v
             for k, v in {
                 "microbatch_size": microbatch_size,
                 "seq_len": seq_len,
                 "num_layers": num_layers,
-                "dtype": "bf16" if fp8 else dtype,
+                "dtype": storage,
                 "dropout": dropout,
             }.items()
             if v is not None
@@ -1198,7 +1210,7 @@ def frontier(
         use_grid = grid
         if use_grid is None:
             use_grid = not operator_only and any(op.kind == "attention" for op in graph.ops)
-        if fp8 and not use_grid:
+        if gemm_dtype is not None and not use_grid:
             raise InvalidInputError(
                 "--dtype fp8: float8 training (fp8 GEMMs, 16-bit storage) is modelled by the whole-model "
                 "estimate; use --grid (the per-operator frontier takes fp32, bf16 or fp16)"
@@ -1229,7 +1241,7 @@ def frontier(
                 note="whole-model strategies (--grid, what train runs); --operators searches per-operator ones"
                 if grid is None
                 else None,
-                gemm_dtype="fp8" if fp8 else None,
+                gemm_dtype=gemm_dtype,
             )
             return
         op_profile = None

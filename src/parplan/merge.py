@@ -99,6 +99,7 @@ def graph_problem(
     groups: int | None = None,
     memory_limit: float | None = None,
     split_backward: bool = True,
+    gemm_dtype: str | None = None,
 ) -> PipelineProblem:
     """A free-placement scheduling problem from any operator DAG, after merging ops into groups.
 
@@ -116,6 +117,9 @@ def graph_problem(
         Op groups after merging; default ``min(ops, 2 * devices)``. ``groups == ops`` is no merging.
     memory_limit
         Bytes per device; default each device's memory.
+    gemm_dtype
+        ``"fp8"``: float8 training (the linear layers' GEMMs at the fp8 peak, see
+        :class:`parplan.cost.compute.CostModel`).
 
     Raises
     ------
@@ -137,7 +141,7 @@ def graph_problem(
     if devices > cl.num_devices:
         raise InvalidInputError(f"--devices {devices}: cluster {cl.name!r} has only {cl.num_devices}")
     cl = cl.subset(devices) if devices < cl.num_devices else cl
-    model = CostModel(cl, dtype)
+    model = CostModel(cl, dtype, gemm_dtype=gemm_dtype)
     work = [sum(model.op_time(op, 0, k) for k in ("F", "I", "W")) for op in graph.ops]
     num_groups = groups if groups is not None else min(graph.num_ops, 2 * devices)
     capacity = memory_limit if memory_limit is not None else min(d.memory_bytes for d in cl.devices)
@@ -215,5 +219,6 @@ def graph_problem(
             "cluster": cl.name,
             "devices": devices,
             "microbatches": microbatches,
+            **({"gemm_dtype": gemm_dtype} if gemm_dtype is not None else {}),
         },
     )

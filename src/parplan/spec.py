@@ -187,6 +187,15 @@ def check_num_layers(num_layers: int | None) -> None:
         )
 
 
+def float8_split(given: str | None, *, storage: str | None) -> tuple[str | None, str | None]:
+    """``--dtype`` as (storage dtype, GEMM dtype): ``fp8`` is float8 training as torchao runs it,
+    parameters and activations in ``storage`` (None: the graph's own dtype) and the linear layers'
+    GEMMs in fp8; any other dtype is both."""
+    if given == "fp8":
+        return storage, "fp8"
+    return given, None
+
+
 def planning_dtype(given: str | None, graph: Any, source: object, *, default: str | None = None) -> str:
     """The dtype a graph is planned in: ``--dtype``, else ``default`` (a profile's), else the dtype the
     graph records (a trace's byte counts hold for it only), else bf16. A ``--dtype`` that differs
@@ -214,8 +223,9 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError("--model: also give --pp P (pipeline stages) and --microbatches M")
     check_num_layers(spec.num_layers)
     profile = read_profile(spec.profile) if spec.profile else None
+    given, gemm_dtype = float8_split(spec.dtype, storage="bf16")
     # A profile's numbers hold for the dtype it was measured in: without --dtype, plan in that one.
-    dtype = spec.dtype or (profile.dtype if profile is not None and profile.dtype else None)
+    dtype = given or (profile.dtype if profile is not None and profile.dtype else None)
     options: dict[str, object] = {"dtype": dtype} if dtype is not None else {}
     for name in ("microbatch_size", "seq_len", "num_layers", "dropout"):
         value = getattr(spec, name)
@@ -230,9 +240,10 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
         microbatches=spec.microbatches,
         chunks=spec.chunks or (2 if spec.placement in ("interleaved", "v", "bidirectional") else 1),
         placement=spec.placement or "linear",
-        dtype=planning_dtype(spec.dtype, graph, spec.model, default=dtype),
+        dtype=planning_dtype(given, graph, spec.model, default=dtype),
         profile=profile,
         memory_limit=spec.memory_limit,
+        gemm_dtype=gemm_dtype,
     )
 
 
@@ -260,12 +271,14 @@ def _graph(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError(
             "--graph: also give --cluster NAME|FILE (the devices it runs on; see `parplan clusters`)"
         )
+    given, gemm_dtype = float8_split(spec.dtype, storage=None)
     return graph_problem(
         graph,
         devices=spec.devices,
         microbatches=spec.microbatches or 1,
         cluster=spec.cluster,
-        dtype=planning_dtype(spec.dtype, graph, spec.graph),
+        dtype=planning_dtype(given, graph, spec.graph),
+        gemm_dtype=gemm_dtype,
         groups=spec.groups,
         memory_limit=spec.memory_limit,
     )

@@ -5,8 +5,11 @@ The time of pass ``kind`` of an op on a device is the roofline bound
     ``max(flops / (peak_flops(dtype) * eff_compute), bytes / (memory_bandwidth_Bps * eff_memory))``
 
 with ``eff_compute = Efficiency.matmul`` for tensor-core ops (linear, attention, conv, experts,
-fusions) and ``Efficiency.other`` for the rest. A measured :class:`~parplan.cost.profile.Profile`
-replaces these times for the ops it lists. This module imports neither torch nor a solver.
+fusions) and ``Efficiency.other`` for the rest. Float8 training (``gemm_dtype="fp8"``, as
+torchao runs it) prices the linear layers' GEMMs at the device's fp8 peak and adds the casts of
+their operands as memory traffic (:func:`fp8_cast_seconds`); parameters, activations and the other
+ops stay in ``dtype``. A measured :class:`~parplan.cost.profile.Profile` replaces these times for
+the ops it lists. This module imports neither torch nor a solver.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from parplan.cluster import DTYPES, Cluster, DeviceSpec
+from parplan.cluster import DTYPE_BYTES, DTYPES, Cluster, DeviceSpec
 from parplan.cost import comm
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op
@@ -26,6 +29,14 @@ if TYPE_CHECKING:
 
 #: Op kinds that run as dense matrix products on tensor cores / BLAS.
 MATMUL_KINDS = frozenset({"linear", "attention", "conv", "moe_experts", "fusion"})
+
+#: Op kinds whose GEMMs float8 training runs in fp8 (torchao converts ``nn.Linear`` and grouped
+#: expert GEMMs; attention, norms and the rest stay 16-bit).
+FP8_KINDS = frozenset({"linear", "moe_experts"})
+
+#: torchao's float8 training casts each GEMM's two operands to fp8 (dynamic per-tensor scaling: an
+#: amax reduction, then the cast): read 16-bit, write 8-bit, per operand and pass.
+FP8_CAST_BYTES_PER_ELEMENT = 3
 
 #: Passes :func:`op_time` understands: forward, backward-input, backward-weight, full backward.
 PASS_KINDS = ("F", "I", "W", "B")
@@ -65,6 +76,29 @@ def _check_dtype(dtype: str) -> None:
         raise InvalidInputError(f"dtype: unknown {dtype!r}; use one of {', '.join(DTYPES)}")
 
 
+def check_gemm_dtype(gemm_dtype: str | None, cluster: Cluster) -> None:
+    """Refuse a GEMM dtype other than fp8, or fp8 on devices that list no fp8 peak."""
+    if gemm_dtype not in (None, "fp8"):
+        raise InvalidInputError(f"gemm_dtype: only fp8 runs GEMMs apart from the dtype, got {gemm_dtype!r}")
+    if gemm_dtype is None:
+        return
+    for device in cluster.devices:
+        listed = [d for d, _ in device.peak_flops]
+        if gemm_dtype not in listed:
+            raise InvalidInputError(
+                f"--dtype {gemm_dtype}: {device.kind} devices of cluster {cluster.name!r} list no {gemm_dtype} "
+                f"peak (they list {', '.join(listed)}); use bf16, or a cluster whose devices have fp8 "
+                "tensor cores (h100)"
+            )
+
+
+def fp8_cast_seconds(nbytes: float, dtype: str, device: DeviceSpec, memory_efficiency: float) -> float:
+    """Seconds of casting a float8 GEMM pass's operands: ``nbytes`` (its inputs, weights and output
+    in ``dtype``) as elements, :data:`FP8_CAST_BYTES_PER_ELEMENT` bytes of traffic each."""
+    elements = nbytes / DTYPE_BYTES.get(dtype, 2)
+    return elements * FP8_CAST_BYTES_PER_ELEMENT / (device.memory_bandwidth_Bps * memory_efficiency)
+
+
 def _work(op: Op, kind: str) -> tuple[float, float]:
     """(FLOPs, bytes) of one pass; B is I + W."""
     if kind == "F":
@@ -83,6 +117,7 @@ def op_time(
     *,
     dtype: str = "bf16",
     efficiency: Efficiency = DEFAULT_EFFICIENCY,
+    gemm_dtype: str | None = None,
 ) -> float:
     """Roofline time of one pass of ``op`` on ``device`` for one micro-batch.
 
@@ -99,22 +134,28 @@ def op_time(
         the device lists).
     efficiency
         Achieved fractions of peak.
+    gemm_dtype
+        ``"fp8"``: float8 training; the GEMMs of :data:`FP8_KINDS` ops run at the fp8 peak, plus
+        the casts of their operands (:func:`fp8_cast_seconds`).
 
     Returns
     -------
     float
-        Seconds: ``max(flops / (peak * eff), bytes / (bandwidth * eff_memory))``.
+        Seconds: ``max(flops / (peak * eff), bytes / (bandwidth * eff_memory))`` (+ the fp8 casts).
     """
     _check_kind(kind)
     _check_dtype(dtype)
     if kind == "B":
-        return op_time(op, device, "I", dtype=dtype, efficiency=efficiency) + op_time(
-            op, device, "W", dtype=dtype, efficiency=efficiency
+        return op_time(op, device, "I", dtype=dtype, efficiency=efficiency, gemm_dtype=gemm_dtype) + op_time(
+            op, device, "W", dtype=dtype, efficiency=efficiency, gemm_dtype=gemm_dtype
         )
     flops, nbytes = _work(op, kind)
     eff = efficiency.matmul if op.kind in MATMUL_KINDS else efficiency.other
-    compute_s = flops / (device.flops(dtype) * eff)
     memory_s = nbytes / (device.memory_bandwidth_Bps * efficiency.memory)
+    if gemm_dtype is not None and op.kind in FP8_KINDS:
+        compute_s = flops / (device.flops(gemm_dtype) * eff)
+        return max(compute_s, memory_s) + fp8_cast_seconds(nbytes, dtype, device, efficiency.memory)
+    compute_s = flops / (device.flops(dtype) * eff)
     return max(compute_s, memory_s)
 
 
@@ -155,6 +196,9 @@ class CostModel:
         homogeneous cluster, and on a heterogeneous cluster only on devices whose ``kind`` equals
         ``profile.device`` (all devices when none matches, since a profile names its device
         loosely, e.g. ``"cpu"``).
+    gemm_dtype
+        ``"fp8"``: float8 training (see :func:`op_time`); not with a profile, whose times hold for
+        the dtype they were measured in.
     """
 
     def __init__(
@@ -163,10 +207,19 @@ class CostModel:
         dtype: str = "bf16",
         efficiency: Efficiency = DEFAULT_EFFICIENCY,
         profile: Profile | None = None,
+        gemm_dtype: str | None = None,
     ) -> None:
         _check_dtype(dtype)
+        check_gemm_dtype(gemm_dtype, cluster)
+        if gemm_dtype is not None and profile is not None:
+            raise InvalidInputError(
+                f"--dtype {gemm_dtype} with --profile: the profile's op times were measured in "
+                f"{profile.dtype or dtype}, not with {gemm_dtype} GEMMs; drop --profile (the roofline prices "
+                f"{gemm_dtype}) or plan in the profile's dtype"
+            )
         self.cluster = cluster
         self.dtype = dtype
+        self.gemm_dtype = gemm_dtype
         self.efficiency = efficiency
         self.profile = profile
         self._measured: dict[str, OpProfile] = dict(profile.ops) if profile is not None else {}
@@ -180,7 +233,8 @@ class CostModel:
 
     def __repr__(self) -> str:
         prof = f", profile={len(self._measured)} ops" if self.profile is not None else ""
-        return f"CostModel({self.cluster.name!r}, dtype={self.dtype!r}{prof})"
+        gemm = f", gemm_dtype={self.gemm_dtype!r}" if self.gemm_dtype is not None else ""
+        return f"CostModel({self.cluster.name!r}, dtype={self.dtype!r}{gemm}{prof})"
 
     def _device(self, device: int) -> DeviceSpec:
         if (
@@ -210,7 +264,9 @@ class CostModel:
         spec = self._device(device)
         m = self.measured(op, device)
         if m is None:
-            return op_time(op, spec, kind, dtype=self.dtype, efficiency=self.efficiency)
+            return op_time(
+                op, spec, kind, dtype=self.dtype, efficiency=self.efficiency, gemm_dtype=self.gemm_dtype
+            )
         if kind == "F":
             return m.F
         if kind == "B":

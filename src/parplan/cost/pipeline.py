@@ -244,6 +244,7 @@ def model_problem(
     memory_limit: float | None = None,
     efficiency: Efficiency = DEFAULT_EFFICIENCY,
     optimizer: str = "adam",
+    gemm_dtype: str | None = None,
 ) -> PipelineProblem:
     """Build the pipeline problem of training ``graph`` on the first ``pp`` devices of ``cluster``.
 
@@ -277,6 +278,9 @@ def model_problem(
         Fractions of peak for the roofline.
     optimizer
         Optimizer whose state counts in ``param_mem`` (see ``parplan.cost.memory``).
+    gemm_dtype
+        ``"fp8"``: float8 training, the linear layers' GEMMs at the fp8 peak with their casts
+        (:class:`parplan.cost.compute.CostModel`); ``dtype`` stays the storage and other ops' dtype.
 
     Returns
     -------
@@ -310,7 +314,7 @@ def model_problem(
     chunks = resolve_chunks(placement, chunks)
     if profile is not None:
         check_profile(profile, graph, dtype)
-    model = CostModel(cluster, dtype, efficiency, profile)
+    model = CostModel(cluster, dtype, efficiency, profile, gemm_dtype)
 
     num_parts = pp if placement == "bidirectional" else pp * chunks
     units, unit_kind = partition_units(graph)
@@ -443,6 +447,7 @@ def model_problem(
             "placement": placement,
             "chunks": chunks,
             "dtype": dtype,
+            **({"gemm_dtype": gemm_dtype} if gemm_dtype is not None else {}),
             "optimizer": optimizer,
             "profile": profile is not None,
             "partition_unit": unit_kind,

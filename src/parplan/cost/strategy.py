@@ -70,6 +70,7 @@ from typing import Any
 from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
 from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
 from parplan.cost.comm import collective_time
+from parplan.cost.compute import FP8_KINDS, check_gemm_dtype, fp8_cast_seconds
 from parplan.cost.memory import MemoryBreakdown
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
@@ -251,11 +252,6 @@ def _divide(op: Op, t: int, sp: bool, inputs: int) -> _Div:
 EAGER_TRAFFIC = {"norm": 4.0, "elementwise": 2.0}
 
 
-#: torchao's float8 training casts each GEMM's two operands to fp8 (dynamic per-tensor scaling: an
-#: amax reduction, then the cast): read 16-bit, write 8-bit, per operand and pass.
-FP8_CAST_BYTES_PER_ELEMENT = 3
-
-
 def _pass_time(
     op: Op,
     kind: str,
@@ -296,9 +292,8 @@ def _pass_time(
         if attr.get("tp") == "column":
             out //= t
         util = wave_utilization(_tokens(op), out, SM_COUNT.get(device.kind))
-        if gemm_dtype is not None and op.kind in ("linear", "moe_experts"):
-            elements = nbytes / DTYPE_BYTES.get(dtype, 2)  # inputs, weights and outputs of the pass
-            cast_s = elements * FP8_CAST_BYTES_PER_ELEMENT / (device.memory_bandwidth_Bps * eff.memory)
+        if gemm_dtype is not None and op.kind in FP8_KINDS:
+            cast_s = fp8_cast_seconds(nbytes, dtype, device, eff.memory)
             return max(flops / (device.flops(gemm_dtype) * eff.gemm * util), memory_s) + cast_s
         return max(flops / (peak * eff.gemm * util), memory_s)
     return max(flops / (peak * eff.other), memory_s)
@@ -601,7 +596,7 @@ def estimate_strategy(
         Kernel efficiencies (default: :data:`KERNEL_EFFICIENCY` of the device kind).
     gemm_dtype
         ``fp8``: float8 training as torchao runs it: the linear layers' GEMMs at the device's fp8
-        peak, both operands cast per pass (:data:`FP8_CAST_BYTES_PER_ELEMENT`), parameters,
+        peak, both operands cast per pass (:data:`parplan.cost.compute.FP8_CAST_BYTES_PER_ELEMENT`), parameters,
         activations and optimizer state unchanged in ``dtype``.
     calibration
         The runtime's measured overheads and the cores' slowdown (:mod:`parplan.cost.calibration`;
@@ -647,13 +642,7 @@ def estimate_strategy(
     ):
         if value is not None and value not in DTYPE_BYTES:
             raise InvalidInputError(f"{name}: unknown {value!r}; use one of {', '.join(DTYPE_BYTES)}")
-    if gemm_dtype not in (None, "fp8"):
-        raise InvalidInputError(f"gemm_dtype: only fp8 runs GEMMs apart from the dtype, got {gemm_dtype!r}")
-    if gemm_dtype is not None and not any(d == gemm_dtype for d, _ in cluster.devices[0].peak_flops):
-        raise InvalidInputError(
-            f"--dtype {gemm_dtype}: {cluster.devices[0].kind} devices of cluster {cluster.name!r} list no "
-            f"{gemm_dtype} peak (they list {', '.join(d for d, _ in cluster.devices[0].peak_flops)})"
-        )
+    check_gemm_dtype(gemm_dtype, cluster)
     if selective not in SELECTIVE_POLICIES:
         raise InvalidInputError(
             f"selective: unknown {selective!r}; use one of {', '.join(SELECTIVE_POLICIES)}"
