@@ -43,6 +43,8 @@ SMALL, LARGE = 4, 32 * 2**20
 LOAD_SHAPE = (128, 256, 768)
 #: The slowdown curve's workload: an MLP (hidden, ffn) training step on this many tokens.
 CURVE_MLP = (256, 1024, 128)
+#: Seconds of wall time each busy process steps the MLP for, per point of the slowdown curve.
+CURVE_WINDOW_S = 0.6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -181,7 +183,12 @@ def _busy_curve(rank: int, job: CalibrationJob) -> tuple[float | None, ...]:
     """For k = 1..N busy processes: this process's seconds per training step of a small MLP
     (:data:`CURVE_MLP`: GEMMs, an activation, autograd, as a CPU-scale transformer block) while
     ranks 0..k-1 run it at once and the others wait at a barrier (a waiting gloo process uses no
-    core), or None while it waits."""
+    core), or None while it waits.
+
+    Each busy process steps for :data:`CURVE_WINDOW_S` of wall time, far longer than the
+    scheduler's time slices and the ranks' start skew, so the k processes really share the cores
+    for the whole measurement (a few back-to-back steps, a few milliseconds, finish before the
+    last rank starts: 4 processes on 2 cores then measured 1.5x where they run 2.2x slower)."""
     import torch.distributed as dist
     from torch import nn
 
@@ -194,15 +201,16 @@ def _busy_curve(rank: int, job: CalibrationJob) -> tuple[float | None, ...]:
         mlp(x).sum().backward()
 
     out: list[float | None] = []
-    reps = max(3, job.repeats // 2)
     for k in range(1, job.devices + 1):
         dist.barrier()
         if rank < k:
             step()
             t0 = time.perf_counter()
-            for _ in range(reps):
+            n = 0
+            while (elapsed := time.perf_counter() - t0) < CURVE_WINDOW_S or n < 3:
                 step()
-            out.append((time.perf_counter() - t0) / reps)
+                n += 1
+            out.append(elapsed / n)
         else:
             out.append(None)
         dist.barrier()
