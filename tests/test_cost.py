@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -194,15 +195,7 @@ def test_dtype_selects_peak_and_falls_back():
         op_time(op, GPU, "F", dtype="int8")
 
 
-FP8_GPU = DeviceSpec(
-    index=0,
-    name="g0",
-    kind="gpu8",
-    node=0,
-    peak_flops=(("bf16", 100e12), ("fp8", 200e12)),
-    memory_bytes=64e9,
-    memory_bandwidth_Bps=1e12,
-)
+FP8_GPU = dataclasses.replace(_device(0, 0, kind="gpu8"), peak_flops=(("bf16", 100e12), ("fp8", 200e12)))
 
 
 def test_fp8_runs_linear_gemms_at_the_fp8_peak_and_pays_the_casts():
