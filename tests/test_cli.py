@@ -236,9 +236,9 @@ def test_listings_json() -> None:
             "list no fp8 peak",
         ),
         (
-            ["plan", "--model", "llama-7b", "--cluster", "8xh100", "--pp", "2", "--microbatches", "4",
-             "--dtype", "fp8", "--devices-per-stage", "4"],
-            "--dtype fp8 with --devices-per-stage",
+            ["frontier", "--model", "gpt-tiny", "--cluster", "local", "--devices", "2", "--operators",
+             "--dtype", "fp8"],
+            "list no fp8 peak",
         ),
     ],
 )

@@ -140,8 +140,11 @@ def test_cli_fp8_is_float8_training_on_the_grid() -> None:
     )
     bf16 = json.loads(runner.invoke(app, ["frontier", "--model", "llama-7b", "--json"]).stdout)
     assert fp8["points"][0]["step_s"] < bf16["points"][0]["step_s"]
-    r = runner.invoke(app, ["frontier", "--model", "llama-7b", "--dtype", "fp8", "--operators"])
-    assert r.exit_code == 2 and "use --grid" in r.output
+    # the per-operator frontier prices float8 the same way
+    ops = ["frontier", "--model", "llama-7b", "--num-layers", "2", "--operators", "--json"]
+    fp8_ops = json.loads(runner.invoke(app, [*ops, "--dtype", "fp8"]).stdout)
+    bf16_ops = json.loads(runner.invoke(app, ops).stdout)
+    assert fp8_ops["points"][0]["time_s"] < bf16_ops["points"][0]["time_s"]
 
 
 @pytest.mark.parametrize("space", ["--grid", "--operators"])

@@ -292,3 +292,27 @@ def test_joint_plan_uses_the_profile() -> None:
     fast = joint_plan(g, cl, profile=_profile_of(g, 1e-3), **kw)
     # every op's measured time 10x: the planned iteration is about 10x longer (communication aside)
     assert slow.metrics.makespan > 5 * fast.metrics.makespan
+
+
+def test_fp8_prices_the_linears_in_the_operator_frontier_and_the_joint_plan() -> None:
+    from parplan.cluster_io import load_cluster
+    from parplan.frontier.strategies import search_space
+    from parplan.graph.zoo import build_model
+    from parplan.joint import joint_plan
+
+    g = build_model("llama-7b", num_layers=2, seq_len=2048)
+    h100 = load_cluster("8xh100")
+    bf16 = search_space(g, h100, devices=2)
+    fp8 = search_space(g, h100, devices=2, gemm_dtype="fp8")
+    for op, a, b in zip(g.ops, bf16.configs, fp8.configs, strict=True):
+        for x, y in zip(a, b, strict=True):
+            assert y.mem_bytes == x.mem_bytes  # storage stays 16-bit
+            if op.kind == "linear":  # these GEMMs are compute-bound: the fp8 peak is 2x
+                assert x.time_s / 2 < y.time_s < x.time_s, (op.name, x.name)
+            else:
+                assert y.time_s == x.time_s, (op.name, x.name)
+    kw = {"pp": 2, "devices_per_stage": 2, "microbatches": 4, "time_limit_s": 5, "deterministic": True}
+    slow, fast = joint_plan(g, h100, **kw), joint_plan(g, h100, gemm_dtype="fp8", **kw)
+    assert fast.metrics.makespan < slow.metrics.makespan
+    with pytest.raises(InvalidInputError, match="drop --profile"):
+        search_space(g, h100, devices=2, gemm_dtype="fp8", profile=_profile_of(g, 1e-3))

@@ -799,19 +799,13 @@ def _joint(  # type: ignore[no-untyped-def]
         )
     if spec.placement not in (None, "linear"):
         raise InvalidInputError("--devices-per-stage: works with --placement linear only")
-    if spec.dtype == "fp8":
-        raise InvalidInputError(
-            "--dtype fp8 with --devices-per-stage: the stages' strategies come from the per-operator "
-            "frontier, which takes fp32, bf16 or fp16; plan in bf16, or drop --devices-per-stage (plan "
-            "--dtype fp8 prices float8 GEMMs for one device per stage; frontier --grid --dtype fp8 for whole-model "
-            "strategies)"
-        )
     profile = None
     if spec.profile:
         from parplan.cost.profile import read_profile
 
         profile = read_profile(spec.profile)
-    options = {k: getattr(spec, k) for k in ("microbatch_size", "seq_len", "num_layers", "dtype")}
+    options = {k: getattr(spec, k) for k in ("microbatch_size", "seq_len", "num_layers")}
+    options["dtype"], gemm_dtype = float8_split(spec.dtype, storage="bf16")
     if options["dtype"] is None and profile is not None:
         options["dtype"] = profile.dtype  # a profile's times hold for the dtype it was measured in
     graph = resolve_model(spec.model or "", **{k: v for k, v in options.items() if v is not None})
@@ -834,6 +828,7 @@ def _joint(  # type: ignore[no-untyped-def]
         dtype=options["dtype"] or "bf16",
         workers=workers,
         deterministic=deterministic,
+        gemm_dtype=gemm_dtype,
     )
 
 
@@ -1210,11 +1205,6 @@ def frontier(
         use_grid = grid
         if use_grid is None:
             use_grid = not operator_only and any(op.kind == "attention" for op in graph.ops)
-        if gemm_dtype is not None and not use_grid:
-            raise InvalidInputError(
-                "--dtype fp8: float8 training (fp8 GEMMs, 16-bit storage) is modelled by the whole-model "
-                "estimate; use --grid (the per-operator frontier takes fp32, bf16 or fp16)"
-            )
         if use_grid:
             if operator_only:
                 raise InvalidInputError(
@@ -1250,7 +1240,7 @@ def frontier(
             from parplan.cost.profile import read_profile
 
             op_profile = read_profile(profile_)
-            check_profile(op_profile, graph, dtype or "bf16")  # its times hold for its shapes and dtype
+            check_profile(op_profile, graph, storage or "bf16")  # its times hold for its shapes and dtype
         t0 = time.perf_counter()
         if time_target is not None:
             if devices is not None or mesh_ is not None:
@@ -1267,8 +1257,9 @@ def frontier(
                 memory_limit=mem_limit,
                 microbatches=microbatches_,
                 epsilon=epsilon,
-                dtype=dtype or "bf16",
+                dtype=storage or "bf16",
                 profile=op_profile,
+                gemm_dtype=gemm_dtype,
             )
             f, chosen = choice.frontier, choice.point
             if not json_:
@@ -1290,10 +1281,11 @@ def frontier(
                 microbatches=microbatches_,
                 epsilon=epsilon,
                 mesh=mesh_,
-                dtype=dtype or "bf16",
+                dtype=storage or "bf16",
                 memory_limit=mem_limit,
                 checkpointing=checkpointing,
                 profile=op_profile,
+                gemm_dtype=gemm_dtype,
             )
             chosen = None
             if mem_limit is not None:

@@ -94,6 +94,7 @@ def stage_mode_table(
     placement: str = "linear",
     split_backward: bool = True,
     profile: Profile | None = None,
+    gemm_dtype: str | None = None,
 ) -> tuple[PipelineProblem, tuple[tuple[StageMode, ...], ...]]:
     """The pipeline problem of ``graph`` and every stage's modes from its Pareto frontier.
 
@@ -104,7 +105,8 @@ def stage_mode_table(
     gradient synchronisation spread over the micro-batches), split in the proportions of the stage's
     single-device F, I and W; its memory splits into the training state (``param_mem``) and one
     micro-batch of stored activations (``act_mem``), ``wgrad_mem`` scaled from the stage's.
-    ``profile`` (measured per-op times) prices both the stages and their frontiers.
+    ``profile`` (measured per-op times) prices both the stages and their frontiers; ``gemm_dtype``
+    ``"fp8"`` (float8 training) both too.
 
     Returns
     -------
@@ -136,6 +138,7 @@ def stage_mode_table(
         dtype=dtype,
         split_backward=split_backward,
         profile=profile,
+        gemm_dtype=gemm_dtype,
     )
     table: list[tuple[StageMode, ...]] = []
     for st in problem.stages:
@@ -148,6 +151,7 @@ def stage_mode_table(
             epsilon=epsilon,
             dtype=dtype,
             profile=profile,
+            gemm_dtype=gemm_dtype,
         )
         base = st.cost
         base_work = base.F + base.B
@@ -617,6 +621,7 @@ def joint_plan(
     workers: int = 2,
     deterministic: bool = False,
     profile: Profile | None = None,
+    gemm_dtype: str | None = None,
 ) -> Plan:
     """Plan ``graph`` on ``pp x devices_per_stage`` devices: stage strategies and schedule together.
 
@@ -638,6 +643,8 @@ def joint_plan(
         Frontier approximation and compute dtype (see ``parplan.frontier.frontier``).
     profile
         Measured per-op times (``parplan profile``) for the stages and their strategies.
+    gemm_dtype
+        ``"fp8"``: float8 training (the linear layers' GEMMs at the fp8 peak; storage in ``dtype``).
 
     Returns
     -------
@@ -654,6 +661,7 @@ def joint_plan(
         epsilon=epsilon,
         dtype=dtype,
         profile=profile,
+        gemm_dtype=gemm_dtype,
     )
     plan = plan_modes(
         problem,

@@ -52,6 +52,7 @@ def fewest_devices(
     dtype: str = "bf16",
     device_counts: Sequence[int] | None = None,
     profile: Any = None,
+    gemm_dtype: str | None = None,
 ) -> DeviceChoice:
     """The fewest devices whose frontier has a point meeting ``time_target_s`` within the memory limit.
 
@@ -63,7 +64,7 @@ def fewest_devices(
         Iteration time to meet.
     memory_limit
         Per-device memory limit; default: the cluster's first device's memory.
-    microbatches, epsilon, dtype
+    microbatches, epsilon, dtype, profile, gemm_dtype
         As for :func:`parplan.frontier.search.frontier`.
     device_counts
         Counts to try; default: every divisor of the cluster size (so groups tile the cluster).
@@ -100,6 +101,7 @@ def fewest_devices(
             epsilon=epsilon,
             dtype=dtype,
             profile=profile,
+            gemm_dtype=gemm_dtype,
         )
         least[k] = f.least_memory
         with contextlib.suppress(InfeasibleError):

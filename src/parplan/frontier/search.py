@@ -676,6 +676,7 @@ def frontier(
     reuse_blocks: bool = True,
     checkpointing: bool = False,
     profile: Profile | None = None,
+    gemm_dtype: str | None = None,
 ) -> Frontier:
     """The Pareto frontier of (iteration time, memory per device) over intra-operator strategies.
 
@@ -712,6 +713,8 @@ def frontier(
         Measured per-op times (``parplan profile``) replacing the roofline for the ops they list
         (:func:`parplan.frontier.strategies.search_space`). Repeated blocks are solved once, with
         the first block's measurements.
+    gemm_dtype
+        ``"fp8"``: float8 training, the linear layers' GEMMs at the fp8 peak (storage in ``dtype``).
 
     Returns
     -------
@@ -731,6 +734,7 @@ def frontier(
         dtype=dtype,
         checkpoint_layers=[ops for _, ops, _ in blocks] if checkpointing else (),
         profile=profile,
+        gemm_dtype=gemm_dtype,
     )
     t_space = _time.perf_counter() - t0
     edges = _EdgeCache(space)

@@ -60,6 +60,7 @@ from functools import cached_property
 from typing import Any
 
 from parplan.cluster import Cluster
+from parplan.cost.compute import check_gemm_dtype
 from parplan.cost.memory import MemoryBreakdown
 from parplan.cost.profile import OpProfile, Profile
 from parplan.errors import InvalidInputError
@@ -149,6 +150,8 @@ class SearchSpace:
     checkpoint_layers: tuple[tuple[int, ...], ...] = ()
     #: Measured per-op times (``parplan profile``) replacing the roofline for the ops they list.
     profile: Profile | None = None
+    #: ``"fp8"``: float8 training, the linears' GEMMs at the fp8 peak (:func:`parplan.cost.compute.op_time`).
+    gemm_dtype: str | None = None
 
     @cached_property
     def measured(self) -> dict[str, OpProfile]:
@@ -445,9 +448,10 @@ def _op_configs(space: SearchSpace, i: int) -> tuple[OpConfig, ...]:
                 bwd_s = measured.backward_s * frac / sp.compute_div
             else:
                 scaled = _scaled(op, frac / sp.compute_div)
-                fwd_s = op_time(scaled, device, "F", dtype=space.dtype)
-                bwd_s = op_time(scaled, device, "I", dtype=space.dtype) + op_time(
-                    scaled, device, "W", dtype=space.dtype
+                gemm = space.gemm_dtype
+                fwd_s = op_time(scaled, device, "F", dtype=space.dtype, gemm_dtype=gemm)
+                bwd_s = op_time(scaled, device, "I", dtype=space.dtype, gemm_dtype=gemm) + op_time(
+                    scaled, device, "W", dtype=space.dtype, gemm_dtype=gemm
                 )
             fwd_comm = sum(collective_time(cluster, c, b * frac, tp_group) for c, b in sp.fwd_comm)
             bwd_comm = sum(collective_time(cluster, c, b * frac, tp_group) for c, b in sp.bwd_comm)
@@ -545,6 +549,7 @@ def search_space(
     optimizer: str = "adam",
     checkpoint_layers: Sequence[Sequence[int]] = (),
     profile: Profile | None = None,
+    gemm_dtype: str | None = None,
 ) -> SearchSpace:
     """Enumerate and cost every operator's configurations on the first ``devices`` devices.
 
@@ -570,6 +575,9 @@ def search_space(
     profile
         Measured per-op times (``parplan profile``, one micro-batch on one device) for the ops it
         lists, split like the op's work (data share, tensor-parallel division).
+    gemm_dtype
+        ``"fp8"``: float8 training (the linear layers' GEMMs at the fp8 peak plus their operand
+        casts; storage stays ``dtype``); not with ``profile``, measured in ``dtype``.
 
     Returns
     -------
@@ -596,6 +604,12 @@ def search_space(
                 f"frontier mesh: {mesh_t} must be 1-D (devices,) or 2-D (a, b) with a*b == devices "
                 f"({devices})"
             )
+    check_gemm_dtype(gemm_dtype, cluster)
+    if gemm_dtype is not None and profile is not None:
+        raise InvalidInputError(
+            f"--dtype {gemm_dtype} with --profile: the profile's op times were measured in {profile.dtype}, "
+            f"not with {gemm_dtype} GEMMs; drop --profile (the roofline prices {gemm_dtype})"
+        )
     batch = _graph_batch(graph)
     grids = tuple(g for g in _grids(devices, mesh_t) if _split_mode(batch, microbatches, g[0]) is not None)
     space = SearchSpace(
@@ -610,6 +624,7 @@ def search_space(
         batch=batch,
         checkpoint_layers=tuple(tuple(int(v) for v in ops) for ops in checkpoint_layers),
         profile=profile,
+        gemm_dtype=gemm_dtype,
     )
     configs = tuple(_op_configs(space, i) for i in range(graph.num_ops))
     for i, cfgs in enumerate(configs):
