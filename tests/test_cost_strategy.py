@@ -146,7 +146,40 @@ def test_zero3_buffers_hold_two_gathered_layers() -> None:
     g = build_model("llama-7b", microbatch_size=1)
     e = estimate_strategy(g, Strategy(dp=8, zero=3), H100, global_batch=8)
     layer = sum(op.param_bytes for op in g.ops if op.layer == 0)
-    assert e.memory.buffers == pytest.approx(2 * layer)
+    # beside the loss backward's two fp32 tensors of the logits' size (s = 2048, V = 32,000)
+    assert e.memory.buffers == pytest.approx(2 * layer + 2 * 4 * 2048 * 32000)
+
+
+def test_loss_backward_transient_is_two_fp32_logits_and_tp_splits_it() -> None:
+    g = build_model("llama-7b", microbatch_size=2)
+    logits = 4 * 2 * 2048 * 32000  # fp32, b = 2
+    assert estimate_strategy(g, Strategy(dp=8), H100, global_batch=16).memory.buffers == pytest.approx(2 * logits)
+    tp = estimate_strategy(g, Strategy(dp=2, tp=4, sequence_parallel=True), H100, global_batch=4)
+    assert tp.memory.buffers == pytest.approx(2 * logits / 4)  # vocabulary-parallel logits
+    # with full recompute the larger of it and one layer's activations (recomputed later) counts
+    full = estimate_strategy(g, Strategy(dp=8, recompute="full"), H100, global_batch=16)
+    layer = sum(op.act_bytes for op in g.ops if op.layer == 0)
+    assert full.memory.buffers == pytest.approx(max(layer, 2 * logits))
+
+
+def test_torchtitan_selective_checkpointing_keeps_the_odd_matmuls_and_attention() -> None:
+    # Llama 3.1 8B, 2 x 8192 tokens: torchtitan's wq wk wv wo w1 w3 w2, the odd ones saved (wq,
+    # wv, w1, w2: 4096 + 1024 + 14336 + 4096 wide), with the attention output (4096) and its fp32
+    # log-sum-exp (32 heads), and the layer input (4096): bf16 per token
+    run = torchtitan_runs()[0]
+    g = run.graph()
+    tokens = 2 * 8192
+    per_layer = tokens * 2 * (4096 + 1024 + 14336 + 4096 + 4096 + 4096) + tokens * 4 * 32
+    outside = sum(op.act_bytes for op in g.ops if op.layer is None)
+    sac = estimate_strategy(g, Strategy(dp=8, zero=3, recompute="selective"), run.cluster(), global_batch=16, selective="every-other-matmul")
+    assert sac.memory.activations == pytest.approx(32 * per_layer + outside, rel=1e-9)
+    none = estimate_strategy(g, Strategy(dp=8, zero=3), run.cluster(), global_batch=16)
+    assert sac.memory.activations < 0.6 * none.memory.activations
+    # recomputed: wk, wo and w3 of the matmuls (by width), the norms and element-wise ops
+    layer = [op for op in g.ops if op.layer == 0]
+    assert [op.name for op in layer if op.kind == "linear"] == [
+        "layer0.attn.qkv", "layer0.attn.out", "layer0.mlp.up", "layer0.mlp.down"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -56,8 +56,16 @@ moments (2 + 2 + 12 bytes per parameter; fp32 gradients: Megatron's 2 + 4 + 12, 
 distributed optimizer's ``6 + 12/d``), ZeRO-sharded over dp. Activations: the operators' stored
 activations with the tensor-parallel division above, times the micro-batches in flight on that
 stage under the schedule (1F1B: ``min(p - s, m)`` on stage ``s``). Full recompute keeps each layer's
-input and one layer's activations (while it is recomputed); selective drops core attention's
-saved scores. Buffers: ZeRO-3's two gathered layers (the current one and the prefetched one).
+input and one layer's activations (while it is recomputed); selective (Megatron's) drops core
+attention's saved scores; torchtitan's op-level selective checkpointing (``every-other-matmul``:
+per layer, every odd matmul in forward order and the fused attention are saved, everything else
+recomputed; a fused QKV projection counts as its q, k and v matmuls, a gated up projection as gate
+and up, torchtitan's separate ``wq wk wv wo w1 w3 w2``) keeps each layer's input plus those outputs
+(and attention's fp32 log-sum-exp). Buffers, the transients at the peak beside the stored
+activations: the larger of one layer's activations while it is recomputed and the loss backward's
+two fp32 tensors of the logits' size (eager ``cross_entropy`` on fp32 logits: the NLL gradient and
+the log-softmax gradient, beside its saved output), plus ZeRO-3's two gathered layers (the current
+one and the prefetched one).
 """
 
 from __future__ import annotations
@@ -320,6 +328,7 @@ class _Stage:
     act: float = 0.0  # stored activations of one micro-batch (bytes)
     wgrad_act: float = 0.0  # the part the weight gradients still need after I
     layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
+    loss_transient: float = 0.0  # the loss backward's fp32 gradients of the logits' size (bytes)
 
 
 def stage_layers(num_layers: int, pp: int) -> list[range]:
@@ -355,6 +364,34 @@ def _stage_of_ops(graph: OpGraph, pp: int) -> list[list[int]]:
 def _device(stage: int, dp_rank: int, tp_rank: int, strategy: Strategy) -> int:
     """Rank on the (pp, dp, tp) mesh: tensor-parallel peers adjacent."""
     return (stage * strategy.dp + dp_rank) * strategy.tp + tp_rank
+
+
+def _matmul_widths(graph: OpGraph, i: int) -> tuple[int, ...]:
+    """Output widths of the matmuls a linear op stands for, in forward order: a fused QKV
+    projection is q, k and v; an up projection feeding an element-wise op of half its width
+    (SwiGLU) is gate and up; any other linear is one matmul."""
+    op = graph.ops[i]
+    out = int(op.attr.get("out_features", 0))
+    heads, kv, hd = (int(op.attr.get(k, 0)) for k in ("heads", "kv_heads", "head_dim"))
+    if heads and kv and hd and heads * hd + 2 * kv * hd == out:
+        return (heads * hd, kv * hd, kv * hd)
+    if out and any(
+        graph.ops[j].kind == "elementwise" and 2 * int(graph.ops[j].attr.get("out_features", 0)) == out
+        for j in graph.succs[i]
+    ):
+        return (out // 2, out // 2)
+    return (out,) if out else (1,)
+
+
+def _output_bytes(op: Op, t: int, sp: bool) -> float:
+    """Bytes of ``op``'s output on one device of its tensor-parallel group: column-parallel
+    outputs are split, row-parallel ones replicated (split with sequence parallelism)."""
+    if t == 1:
+        return op.out_bytes
+    split = op.attr.get("tp")
+    if op.kind == "linear" and split == "row":
+        return op.out_bytes / t if sp else op.out_bytes
+    return op.out_bytes / t
 
 
 def _build_stage(
@@ -427,6 +464,8 @@ def _build_stage(
                 fwd_comm = bwd_comm = collective_time(cluster, "all_to_all", op.out_bytes / t, tp_group)
         st.tp_fwd += fwd_comm
         st.tp_bwd += bwd_comm
+        if op.kind == "loss":
+            st.loss_transient = max(st.loss_transient, 2 * act)
         if op.layer is None:
             st.act += act
             continue
@@ -438,13 +477,23 @@ def _build_stage(
             st.recompute += f
             st.tp_bwd += fwd_comm
         elif strategy.recompute == "selective" and selective == "every-other-matmul":
+            # torchtitan's policy: each layer's odd matmuls and its fused attention keep their
+            # outputs, everything else is recomputed and stores nothing (the layer input is kept)
             if op.kind == "linear":
-                matmuls_seen[op.layer] = matmuls_seen.get(op.layer, 0) + 1
-            if (op.kind == "linear" and matmuls_seen[op.layer] % 2 == 0) or op.kind in (
-                "norm",
-                "elementwise",
-            ):
+                widths = _matmul_widths(graph, i)
+                kept = 0
+                for w in widths:
+                    matmuls_seen[op.layer] = matmuls_seen.get(op.layer, 0) + 1
+                    kept += w if matmuls_seen[op.layer] % 2 else 0
+                share = kept / sum(widths)
+                st.recompute += f * (1 - share)
+                act = _output_bytes(op, t, sp) * share
+            elif op.kind == "attention":
+                lse = 4 * _tokens(op) * int(op.attr.get("heads", 0)) / t  # fp32 log-sum-exp per head
+                act = _output_bytes(op, t, sp) + lse
+            elif op.kind in ("norm", "elementwise"):
                 st.recompute += f
+                act = 0.0
         elif strategy.recompute == "selective" and op.kind == "attention":
             st.recompute += f
             inputs_bytes = sum(graph.ops[e.src].out_bytes for e in graph.edges if e.dst == i)
@@ -454,7 +503,9 @@ def _build_stage(
             st.act += act
     st.layers = len(layer_params)
     st.layer_params = max(layer_params.values(), default=0.0)
-    if strategy.recompute == "full":
+    if strategy.recompute == "full" or (
+        strategy.recompute == "selective" and selective == "every-other-matmul"
+    ):
         st.act += sum(layer_input.values())
         st.layer_act_max = max(layer_act.values(), default=0.0)
     return st
@@ -793,7 +844,8 @@ def estimate_strategy(
         params = st.params * elem / (d if z >= 3 else 1)
         grads_b = st.params * g_bytes / (d if z >= 2 else 1)
         opt = st.params * (master + 8) / (d if z >= 1 else 1)
-        buffers = st.layer_act_max + (2 * st.layer_params * elem if z == 3 else 0.0)
+        # a layer's recompute and the loss backward happen at different times: the larger counts
+        buffers = max(st.layer_act_max, st.loss_transient) + (2 * st.layer_params * elem if z == 3 else 0.0)
         mems.append(
             MemoryBreakdown(
                 parameters=params,
