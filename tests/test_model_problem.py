@@ -394,5 +394,11 @@ def test_fp8_model_problem_speeds_the_linears_only_and_keeps_the_memory() -> Non
     # --dtype fp8 on the command line's problem is this float8 problem
     spec = ProblemSpec(model="llama-7b", cluster="8xh100", pp=4, microbatches=8, dtype="fp8")
     assert build_problem(spec).stages == fp8.stages
+    # a plan file of it says so
+    from parplan.plan import Plan
+    from parplan.schedule.expert import build_schedule
+
+    doc = Plan.from_schedule(fp8, build_schedule("1f1b", fp8)).to_json()
+    assert doc["source"]["gemm_dtype"] == "fp8"
     with pytest.raises(InvalidInputError, match=r"a100 devices .* list no fp8 peak"):
         build_problem(ProblemSpec(model="llama-7b", cluster="8xa100", pp=4, microbatches=8, dtype="fp8"))

@@ -108,8 +108,9 @@ class Plan:
         out["metrics"] = self.metrics.to_json()
         out["solver"] = self.solver.to_json() if self.solver else None
         source = dict(self.source)
-        # the model a plan was made for lets `parplan run PLAN.json` rebuild it: keep it in the file
-        for key in ("model", "model_meta"):
+        # the model a plan was made for lets `parplan run PLAN.json` rebuild it: keep it in the file,
+        # and say when its times assume float8 GEMMs
+        for key in ("model", "model_meta", "gemm_dtype"):
             if key in self.problem.source and key not in source:
                 source[key] = self.problem.source[key]
         out["source"] = source
