@@ -5,7 +5,8 @@ The time of pass ``kind`` of an op on a device is the roofline bound
     ``max(flops / (peak_flops(dtype) * eff_compute), bytes / (memory_bandwidth_Bps * eff_memory))``
 
 with ``eff_compute = Efficiency.matmul`` for tensor-core ops (linear, attention, conv, experts,
-fusions) and ``Efficiency.other`` for the rest. Float8 training (``gemm_dtype="fp8"``, as
+fusions) and ``Efficiency.other`` for the rest; fused causal attention (``flash`` and ``causal``)
+executes half of the full-square FLOPs the graph records. Float8 training (``gemm_dtype="fp8"``, as
 torchao runs it) prices the linear layers' GEMMs at the device's fp8 peak and adds the casts of
 their operands as memory traffic (:func:`fp8_cast_seconds`); parameters, activations and the other
 ops stay in ``dtype``. A measured :class:`~parplan.cost.profile.Profile` replaces these times for
@@ -150,6 +151,10 @@ def op_time(
             op, device, "W", dtype=dtype, efficiency=efficiency, gemm_dtype=gemm_dtype
         )
     flops, nbytes = _work(op, kind)
+    if op.kind == "attention" and op.attr.get("flash") and op.attr.get("causal"):
+        # the graph records the full square (as MFU counts it); a fused causal kernel skips the
+        # masked half (Dao 2023), as the whole-model estimate prices it too
+        flops *= 0.5
     eff = efficiency.matmul if op.kind in MATMUL_KINDS else efficiency.other
     memory_s = nbytes / (device.memory_bandwidth_Bps * efficiency.memory)
     if gemm_dtype is not None and op.kind in FP8_KINDS:
