@@ -223,7 +223,8 @@ def _model(spec: ProblemSpec) -> PipelineProblem:
         raise InvalidInputError("--model: also give --pp P (pipeline stages) and --microbatches M")
     check_num_layers(spec.num_layers)
     profile = read_profile(spec.profile) if spec.profile else None
-    given, gemm_dtype = float8_split(spec.dtype, storage="bf16")
+    # fp8: the model's own storage dtype (a zoo model's bf16, a traced graph's recorded one)
+    given, gemm_dtype = float8_split(spec.dtype, storage=None)
     # A profile's numbers hold for the dtype it was measured in: without --dtype, plan in that one.
     dtype = given or (profile.dtype if profile is not None and profile.dtype else None)
     options: dict[str, object] = {"dtype": dtype} if dtype is not None else {}
