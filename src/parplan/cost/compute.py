@@ -77,12 +77,19 @@ def _check_dtype(dtype: str) -> None:
         raise InvalidInputError(f"dtype: unknown {dtype!r}; use one of {', '.join(DTYPES)}")
 
 
-def check_gemm_dtype(gemm_dtype: str | None, cluster: Cluster) -> None:
-    """Refuse a GEMM dtype other than fp8, or fp8 on devices that list no fp8 peak."""
+def check_gemm_dtype(gemm_dtype: str | None, cluster: Cluster, profile: Profile | None = None) -> None:
+    """Refuse a GEMM dtype other than fp8, fp8 on devices that list no fp8 peak, or fp8 with a
+    profile (its times were measured in the storage dtype, not with fp8 GEMMs)."""
     if gemm_dtype not in (None, "fp8"):
         raise InvalidInputError(f"gemm_dtype: only fp8 runs GEMMs apart from the dtype, got {gemm_dtype!r}")
     if gemm_dtype is None:
         return
+    if profile is not None:
+        raise InvalidInputError(
+            f"--dtype {gemm_dtype} with --profile: the profile's op times were measured in {profile.dtype}, "
+            f"not with {gemm_dtype} GEMMs; drop --profile (the roofline prices {gemm_dtype}) or plan in "
+            "the profile's dtype"
+        )
     for device in cluster.devices:
         listed = [d for d, _ in device.peak_flops]
         if gemm_dtype not in listed:
@@ -98,6 +105,12 @@ def fp8_cast_seconds(nbytes: float, dtype: str, device: DeviceSpec, memory_effic
     in ``dtype``) as elements, :data:`FP8_CAST_BYTES_PER_ELEMENT` bytes of traffic each."""
     elements = nbytes / DTYPE_BYTES.get(dtype, 2)
     return elements * FP8_CAST_BYTES_PER_ELEMENT / (device.memory_bandwidth_Bps * memory_efficiency)
+
+
+def executed_share(op: Op) -> float:
+    """The share of an op's recorded FLOPs its kernel executes: the graph records attention's full
+    square (as MFU counts it), a fused causal kernel skips the masked half (Dao 2023)."""
+    return 0.5 if op.kind == "attention" and op.attr.get("flash") and op.attr.get("causal") else 1.0
 
 
 def _work(op: Op, kind: str) -> tuple[float, float]:
@@ -151,10 +164,7 @@ def op_time(
             op, device, "W", dtype=dtype, efficiency=efficiency, gemm_dtype=gemm_dtype
         )
     flops, nbytes = _work(op, kind)
-    if op.kind == "attention" and op.attr.get("flash") and op.attr.get("causal"):
-        # the graph records the full square (as MFU counts it); a fused causal kernel skips the
-        # masked half (Dao 2023), as the whole-model estimate prices it too
-        flops *= 0.5
+    flops *= executed_share(op)
     eff = efficiency.matmul if op.kind in MATMUL_KINDS else efficiency.other
     memory_s = nbytes / (device.memory_bandwidth_Bps * efficiency.memory)
     if gemm_dtype is not None and op.kind in FP8_KINDS:
@@ -215,13 +225,7 @@ class CostModel:
         gemm_dtype: str | None = None,
     ) -> None:
         _check_dtype(dtype)
-        check_gemm_dtype(gemm_dtype, cluster)
-        if gemm_dtype is not None and profile is not None:
-            raise InvalidInputError(
-                f"--dtype {gemm_dtype} with --profile: the profile's op times were measured in "
-                f"{profile.dtype or dtype}, not with {gemm_dtype} GEMMs; drop --profile (the roofline prices "
-                f"{gemm_dtype}) or plan in the profile's dtype"
-            )
+        check_gemm_dtype(gemm_dtype, cluster, profile)
         self.cluster = cluster
         self.dtype = dtype
         self.gemm_dtype = gemm_dtype

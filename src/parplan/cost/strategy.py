@@ -78,7 +78,7 @@ from typing import Any
 from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
 from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
 from parplan.cost.comm import collective_time
-from parplan.cost.compute import FP8_KINDS, check_gemm_dtype, fp8_cast_seconds
+from parplan.cost.compute import FP8_KINDS, check_gemm_dtype, executed_share, fp8_cast_seconds
 from parplan.cost.memory import MemoryBreakdown
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
@@ -291,8 +291,7 @@ def _pass_time(
     attr = op.attr
     if op.kind == "attention":
         if attr.get("flash"):
-            causal = 0.5 if attr.get("causal") else 1.0
-            return max(causal * flops / (peak * eff.flash), memory_s)
+            return max(executed_share(op) * flops / (peak * eff.flash), memory_s)
         # unfused: batched GEMMs over the full square, then a softmax kernel streaming the scores
         return flops / (peak * eff.gemm) + memory_s
     if op.kind in ("linear", "moe_experts", "fusion", "conv", "moe_router"):

@@ -604,12 +604,7 @@ def search_space(
                 f"frontier mesh: {mesh_t} must be 1-D (devices,) or 2-D (a, b) with a*b == devices "
                 f"({devices})"
             )
-    check_gemm_dtype(gemm_dtype, cluster)
-    if gemm_dtype is not None and profile is not None:
-        raise InvalidInputError(
-            f"--dtype {gemm_dtype} with --profile: the profile's op times were measured in {profile.dtype}, "
-            f"not with {gemm_dtype} GEMMs; drop --profile (the roofline prices {gemm_dtype})"
-        )
+    check_gemm_dtype(gemm_dtype, cluster, profile)
     batch = _graph_batch(graph)
     grids = tuple(g for g in _grids(devices, mesh_t) if _split_mode(batch, microbatches, g[0]) is not None)
     space = SearchSpace(
