@@ -61,11 +61,14 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     def calibrate() -> Any:
         return cluster_from_json(calibrated_cluster(DEVICES, measure_local(DEVICES)), where="calibration")
 
-    cluster = calibrate()
     rows = []
     for model, steps in MODELS:
+        # each pass over the points is predicted from a calibration taken right before it
+        # (~25 s): the runtime overheads and the cores' sharing drift with the machine's load too;
+        # the first pass's also chooses the frontier
+        first_cal = calibrate()
         prof = profile_model(model, repeats=5, warmup=2)
-        _, _, frontier = choose_strategy(model, cluster, DEVICES, profile=prof)
+        _, _, frontier = choose_strategy(model, first_cal, DEVICES, profile=prof)
         points = list(frontier.points)[: 3 if quick else None]
 
         def measure(est: Any, check: bool, on: Any, model: str = model, steps: int = steps) -> Any:
@@ -74,9 +77,6 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             fresh = profile_model(model, repeats=5, warmup=2)
             return train(model, est.strategy, on, steps=steps, progress=False, profile=fresh, check=check)
 
-        # each pass over the points is predicted from a calibration taken right before it
-        # (~25 s): the runtime overheads and the cores' sharing drift with the machine's load too
-        first_cal = calibrate()
         first = [measure(est, True, first_cal) for est in points]
         # a second measurement of every point, after all the first ones: how well the measurement
         # itself ranks the points (the ceiling of any prediction's rank correlation)
