@@ -53,7 +53,9 @@ Memory per device (the most loaded pipeline stage)
 ---------------------------------------------------
 Training state: 16-bit parameters, gradients in ``grad_dtype`` and fp32 master weights plus AdamW
 moments (2 + 2 + 12 bytes per parameter; fp32 gradients: Megatron's 2 + 4 + 12, and with ZeRO-1 its
-distributed optimizer's ``6 + 12/d``), ZeRO-sharded over dp. Activations: the operators' stored
+distributed optimizer's ``6 + 12/d``), ZeRO-sharded over dp; fp32 training has no master copy,
+except that ZeRO-2 (FSDP2 without resharding after the forward) holds the fp32 shards the optimizer
+updates beside the gathered parameters, ``4 + 4/d``. Activations: the operators' stored
 activations with the tensor-parallel division above, times the micro-batches in flight on that
 stage under the schedule (1F1B: ``min(p - s, m)`` on stage ``s``). Full recompute keeps each layer's
 input and one layer's activations (while it is recomputed); selective (Megatron's) drops core
@@ -841,6 +843,8 @@ def estimate_strategy(
     mems = []
     for s, st in enumerate(stages):
         params = st.params * elem / (d if z >= 3 else 1)
+        if z == 2 and not master:  # fp32 under FSDP2: the shards beside the gathered copy
+            params += st.params * elem / d
         grads_b = st.params * g_bytes / (d if z >= 2 else 1)
         opt = st.params * (master + 8) / (d if z >= 1 else 1)
         # a layer's recompute and the loss backward happen at different times: the larger counts

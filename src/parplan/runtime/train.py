@@ -24,13 +24,18 @@ recompute       ``torch.utils.checkpoint`` (non-reentrant) around every layer (`
                 around core attention (``selective``, Korthikanti et al. 2022)
 ============== ===========================================================================
 
-Pipeline parallelism (``pp > 1``) is planned (``parplan plan``) and run by ``parplan run``; this
-command refuses it with that advice.
+Pipeline parallelism (``pp > 1``): one ``torch.distributed.pipelining.PipelineStage`` per rank of
+the mesh's pp dimension, run by ``_PipelineScheduleRuntime`` from the schedule's CSV (a named
+schedule, or the planner's with ``schedule=plan``). A user's own module (``FILE.py:FACTORY``) runs
+with dp, ZeRO 0-3 and ``recompute=full`` (each repeated block checkpointed); its pipelines run as
+plans under ``parplan run``.
 
 Memory is measured by tensor accounting, the same on CPU and GPU: parameters, gradients and
-optimizer state are the bytes of the tensors each process holds (local shards of DTensors), and
-activations the bytes of the distinct tensors autograd saves during one micro-batch's forward
-(``torch.autograd.graph.saved_tensors_hooks``). On CUDA the allocator's peak
+optimizer state are the bytes of the tensors each process holds (local shards of DTensors; under
+ZeRO-2 also the gathered parameters FSDP2 holds from the forward to the backward), and activations
+the bytes of the distinct tensors autograd saves during the first step's forwards
+(``torch.autograd.graph.saved_tensors_hooks``), leaving out parameters and views of them (the
+transposed weight a linear saves). On CUDA the allocator's peak
 (``torch.cuda.max_memory_allocated``) is reported beside it.
 
 Records that cross process boundaries are frozen dataclasses (:class:`TrainJob`,
@@ -207,9 +212,10 @@ def is_user_model(spec: str) -> bool:
 class UserTrainModel(nn.Module):
     """A user's module and its loss (``FILE.py:FACTORY``) as train runs it: ``forward(data)`` takes
     the factory's example inputs as ``input0, input1, ...`` and returns the loss. ``layers`` are its
-    direct children that hold parameters (FSDP2 shards each, then the root)."""
+    direct children that hold parameters (FSDP2 shards each, then the root). ``recompute="full"``
+    checkpoints each repeated block (:func:`repeated_blocks`, the layers of ``parplan trace``)."""
 
-    def __init__(self, spec: str, seed: int) -> None:
+    def __init__(self, spec: str, seed: int, recompute: str = "none") -> None:
         from parplan.runtime.user_model import load_factory
 
         super().__init__()
@@ -219,6 +225,15 @@ class UserTrainModel(nn.Module):
         self.loss_fn = user.loss_fn
         self.example = tuple(t.detach() for t in user.inputs)
         self.layers = [m for m in self.model.children() if any(True for _ in m.parameters())]
+        if recompute == "full":
+            blocks = repeated_blocks(self.model)
+            if not blocks:
+                raise InvalidInputError(
+                    f"strategy recompute=full: {spec} has no repeated blocks to checkpoint (children of an "
+                    "nn.ModuleList or nn.Sequential, the layers `parplan trace` finds); use recompute=none"
+                )
+            for block in blocks.values():
+                _checkpoint_forward(block)
 
     def forward(self, data: Mapping[str, Tensor]) -> Tensor:
         inputs = tuple(data[f"input{i}"] for i in range(len(self.example)))
@@ -232,6 +247,31 @@ class UserTrainModel(nn.Module):
         inputs, e.g. token ids, as given)."""
         scale = 1 + microbatch / 8
         return {f"input{i}": t * scale if t.is_floating_point() else t for i, t in enumerate(self.example)}
+
+
+def repeated_blocks(module: nn.Module) -> dict[str, nn.Module]:
+    """The outermost submodules whose path ends in an index (``layers.3``: children of an
+    ``nn.ModuleList`` or ``nn.Sequential``), by path: the blocks ``parplan trace`` numbers as layers."""
+    out: dict[str, nn.Module] = {}
+    for name, sub in module.named_modules():
+        if name and name.rsplit(".", 1)[-1].isdigit() and not any(name.startswith(b + ".") for b in out):
+            out[name] = sub
+    return out
+
+
+def _checkpoint_forward(block: nn.Module) -> None:
+    """Run ``block``'s forward under non-reentrant ``torch.utils.checkpoint`` (its parameter names
+    unchanged, so gradients compare with the one-process run name by name)."""
+    from torch.utils.checkpoint import checkpoint
+
+    inner = block.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        if not torch.is_grad_enabled():
+            return inner(*args, **kwargs)
+        return checkpoint(inner, *args, use_reentrant=False, **kwargs)
+
+    block.forward = forward  # type: ignore[method-assign]
 
 
 def user_graph(spec: str, seed: int = 0) -> Any:
@@ -335,7 +375,7 @@ def build_train_model(
                 f"{', '.join('--' + k.replace('_', '-') for k in options)}: {name} is your module, its "
                 "shapes are the factory's example inputs; drop the option"
             )
-        user = UserTrainModel(name, seed)
+        user = UserTrainModel(name, seed, recompute)
         return user, user
     check_model(name)
     # dropout is priced (twin_graph), not run: the twin trains without it (see twin_notes)
@@ -434,6 +474,15 @@ def _tensor_bytes(tensors: Iterable[Tensor]) -> float:
     return total
 
 
+def _is_parameter(t: Tensor) -> bool:
+    """A parameter or a view of one (``weight.t()``, which ``F.linear`` saves): memory the model
+    holds anyway, not an activation."""
+    for x in (t, _local(t)):
+        if isinstance(x, nn.Parameter) or isinstance(getattr(x, "_base", None), nn.Parameter):
+            return True
+    return False
+
+
 class ActivationMeter:
     """Live and peak bytes of the distinct tensors autograd holds for the backward.
 
@@ -454,9 +503,9 @@ class ActivationMeter:
             self.tensor = tensor
             self.meter = meter
             self.ptr, self.size = 0, 0.0
-            local = _local(tensor)
-            if isinstance(local, nn.Parameter):
+            if _is_parameter(tensor):  # a weight (or its transpose) that a linear saves
                 return
+            local = _local(tensor)
             # hold the values, not the autograd history: a node that saves its own output would
             # otherwise hold itself (node -> holder -> output -> node), a cycle only a full backward
             # breaks; the split backward's input pass retains the graph, so it would never be freed
@@ -621,6 +670,15 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
         manual_allreduce = _manual_allreduce(s)
     params = list(root.parameters())
     groups = _param_groups(params)
+    unsharded = [0.0]  # ZeRO-2: the gathered parameters held from the forward to the backward
+    if s.zero == 2:
+
+        def held_gathered(module: nn.Module, args: Any, output: Any) -> None:
+            if meter_on[0]:  # FSDP2 registers the unsharded parameters for that span
+                unsharded[0] = max(unsharded[0], _tensor_bytes(module.parameters()))
+
+        root.register_forward_hook(held_gathered)
+    meter_on = [False]
     if s.zero == 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
@@ -669,6 +727,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
     if device_type == "cuda":
         batches = [{k: v.cuda() for k, v in b.items()} for b in batches]
     for step in range(job.steps):
+        meter_on[0] = step == 0
         dist.barrier()
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -726,7 +785,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                 flush=True,
             )
     memory = {
-        "parameters": _param_names_bytes(root),
+        "parameters": _param_names_bytes(root) + unsharded[0],  # the shards, and ZeRO-2's gathered copy
         "gradients": grad_bytes,
         "optimizer_state": _optimizer_bytes(opt),
         "activations": meter.peak,
@@ -910,12 +969,15 @@ def check_strategy(strategy: Strategy, model: str = "gpt-tiny") -> None:
             )
         if strategy.tp > 1:
             refuse.append("a tensor-parallel plan (that needs your module's own DTensor plan)")
-        if strategy.recompute != "none":
-            refuse.append("recompute (wrap your blocks in torch.utils.checkpoint yourself)")
+        if strategy.recompute == "selective":
+            refuse.append(
+                "recompute=selective (it recomputes core attention, which train cannot find in your module; "
+                "recompute=full checkpoints each repeated block)"
+            )
         if refuse:
             raise InvalidInputError(
-                f"strategy {strategy.to_text()!r}: train runs your module {model} with data parallelism "
-                f"and ZeRO 0-3 only, not {'; not '.join(refuse)}"
+                f"strategy {strategy.to_text()!r}: train runs your module {model} with data parallelism, "
+                f"ZeRO 0-3 and recompute=full, not {'; not '.join(refuse)}"
             )
         return
     why = _tp_refusal(model) if strategy.tp > 1 else None
@@ -963,13 +1025,14 @@ def choose_strategy(
     from parplan.runtime.modules import twin_graph
 
     graph = user_graph(model) if is_user_model(model) else twin_graph(model, **dict(model_options or {}))
+    blocks = any(op.layer is not None for op in graph.ops)  # recompute checkpoints blocks: none, no recompute
     f = grid_frontier(
         graph,
         cluster,
         devices,
         global_batch=global_batch,
         memory_limit=memory_limit,
-        allowed=lambda st: runnable(st, model),
+        allowed=lambda st: runnable(st, model) and (blocks or st.recompute == "none"),
         **prediction_options(devices, profile, cluster),
     )
     if time_target is not None:
@@ -1089,7 +1152,7 @@ def train(
             f"{cluster.num_devices} (use --cluster local:{strategy.num_devices})"
         )
     options = dict(model_options or {})
-    build_train_model(model, options, seed)  # bad model or options fail here, with their message
+    build_train_model(model, options, seed, strategy.recompute)  # bad input fails here, with its message
     graph = user_graph(model, seed) if is_user_model(model) else twin_graph(model, **options)
     b = int(graph.meta_dict.get("microbatch_size", 1))
     gb = strategy.num_devices * b if global_batch is None else global_batch
