@@ -12,13 +12,15 @@ from parplan.cluster_io import load_cluster
 from parplan.cost import (
     COLLECTIVES,
     CostModel,
-    Efficiency,
+    KernelEfficiency,
     OpProfile,
     Profile,
     StateBytes,
     collective_time,
+    kernel_efficiency,
     op_time,
     p2p_time,
+    pass_seconds,
     read_profile,
     sharded_state_bytes,
     stage_times,
@@ -26,7 +28,7 @@ from parplan.cost import (
     write_profile,
 )
 from parplan.errors import InvalidInputError
-from parplan.graph.ops import Op
+from parplan.graph.ops import Op, make_attrs
 
 # Round numbers so every expected time is a hand calculation.
 INTRA = Link(bandwidth_Bps=100e9, latency_s=1e-6)
@@ -227,9 +229,9 @@ def test_fp8_cost_model_refuses_devices_without_fp8_and_profiles():
 
 def test_custom_efficiency():
     op = Op(name="mm", kind="linear", fwd_flops=6e12)
-    assert op_time(op, GPU, "F", efficiency=Efficiency(matmul=1.0)) == pytest.approx(0.06)
+    assert op_time(op, GPU, "F", efficiency=KernelEfficiency(gemm=1.0)) == pytest.approx(0.06)
     with pytest.raises(InvalidInputError, match=r"efficiency.memory: must be in \(0, 1\], got 1.5"):
-        Efficiency(memory=1.5)
+        KernelEfficiency(memory=1.5)
 
 
 def test_unknown_pass_kind():
@@ -249,10 +251,29 @@ def test_stage_times_sum_ops():
 
 
 def test_h100_layer_time():
-    # one llama-7b-like matmul, 4096x4096 over 2048 tokens: 2*2048*4096^2 = 68.7 GFLOP
+    # one llama-7b-like matmul, 4096x4096 over 2048 tokens: 2*2048*4096^2 = 68.7 GFLOP at H100's
+    # GEMM efficiency (0.7); its shape unknown, no wave quantization
     h100 = load_cluster("8xh100").devices[0]
     op = Op(name="mm", kind="linear", fwd_flops=2 * 2048 * 4096**2, fwd_bytes=2 * (2 * 2048 * 4096 + 4096**2))
-    assert op_time(op, h100, "F") == pytest.approx(2 * 2048 * 4096**2 / (989e12 * 0.6))
+    assert op_time(op, h100, "F") == pytest.approx(2 * 2048 * 4096**2 / (989e12 * 0.7))
+    # with its shape: 16 x 32 = 512 output tiles of 128 x 128 on 132 SMs take 4 waves (528 slots)
+    shaped = dataclasses.replace(op, attrs=make_attrs(batch=1, seq=2048, out_features=4096))
+    assert op_time(shaped, h100, "F") == pytest.approx(2 * 2048 * 4096**2 / (989e12 * 0.7 * 512 / 528))
+    # the planner's per-op time and the whole-model estimate price an op by the same rule
+    assert op_time(shaped, h100, "F") == pytest.approx(
+        pass_seconds(shaped, shaped.fwd_flops, shaped.fwd_bytes, h100, dtype="bf16", efficiency=kernel_efficiency(h100))
+    )
+
+
+def test_attention_is_priced_as_flash_or_as_gemms_then_softmax():
+    h100 = load_cluster("8xh100").devices[0]
+    flops, nbytes = 1e12, 1e9
+    flash = Op(name="a", kind="attention", fwd_flops=flops, fwd_bytes=nbytes, attrs=make_attrs(flash=True))
+    causal = dataclasses.replace(flash, attrs=make_attrs(flash=True, causal=True))
+    unfused = dataclasses.replace(flash, attrs=())
+    assert op_time(flash, h100, "F") == pytest.approx(flops / (989e12 * 0.35))
+    assert op_time(causal, h100, "F") == pytest.approx(flops / 2 / (989e12 * 0.35))
+    assert op_time(unfused, h100, "F") == pytest.approx(flops / (989e12 * 0.7) + nbytes / (3.35e12 * 0.8))
 
 
 # --------------------------------------------------------------------------- training memory

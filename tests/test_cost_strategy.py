@@ -8,8 +8,9 @@ import pytest
 
 from parplan.cluster_io import load_cluster
 from parplan.cost.comm import collective_time
+from parplan.cost.compute import wave_utilization
 from parplan.cost.published import megatron_runs, scale_peak, torchtitan_peak_scale, torchtitan_runs
-from parplan.cost.strategy import TIME_TERMS, estimate_strategy, wave_utilization
+from parplan.cost.strategy import TIME_TERMS, estimate_strategy
 from parplan.errors import InvalidInputError
 from parplan.graph.ops import Op, OpGraph, make_attrs
 from parplan.graph.zoo import build_model

@@ -5,11 +5,13 @@
 
 from parplan.cost.comm import COLLECTIVES, collective_time, p2p_time, ring_time
 from parplan.cost.compute import (
-    DEFAULT_EFFICIENCY,
-    MATMUL_KINDS,
+    GEMM_KINDS,
+    KERNEL_EFFICIENCY,
     CostModel,
-    Efficiency,
+    KernelEfficiency,
+    kernel_efficiency,
     op_time,
+    pass_seconds,
     stage_times,
 )
 from parplan.cost.memory import (
@@ -25,24 +27,26 @@ from parplan.cost.profile import PROFILE_FORMAT, OpProfile, Profile, read_profil
 
 __all__ = [
     "COLLECTIVES",
-    "DEFAULT_EFFICIENCY",
-    "MATMUL_KINDS",
+    "GEMM_KINDS",
+    "KERNEL_EFFICIENCY",
     "MEMORY_COMPONENTS",
     "MODEL_PLACEMENTS",
     "OPTIMIZER_STATES",
     "PROFILE_FORMAT",
     "CostModel",
-    "Efficiency",
+    "KernelEfficiency",
     "MemoryBreakdown",
     "OpProfile",
     "Profile",
     "StateBytes",
     "balanced_partition",
     "collective_time",
+    "kernel_efficiency",
     "model_problem",
     "op_time",
     "p2p_time",
     "partition_units",
+    "pass_seconds",
     "read_profile",
     "ring_time",
     "sharded_state_bytes",

@@ -1,21 +1,29 @@
-"""Compute costs: a roofline time for every operator pass on a device, and the ``CostModel`` entry point.
+"""Compute costs: the time of every operator pass on a device, and the ``CostModel`` entry point.
 
-The time of pass ``kind`` of an op on a device is the roofline bound
+One rule prices a pass everywhere (the planner's per-op times, the per-operator frontier and the
+whole-model estimate of :mod:`parplan.cost.strategy`): :func:`pass_seconds`, a roofline with
+efficiencies by kernel class and device kind (:class:`KernelEfficiency`, :data:`KERNEL_EFFICIENCY`):
 
-    ``max(flops / (peak_flops(dtype) * eff_compute), bytes / (memory_bandwidth_Bps * eff_memory))``
+- linears, expert GEMMs, fusions, convolutions and routers:
+  ``max(flops / (peak * gemm * waves), bytes / (bandwidth * memory))``, where ``waves`` is the
+  share of the GPU's SMs the GEMM's 128 x 128 output tiles keep busy (wave quantization,
+  :func:`wave_utilization`; 1 on devices without an SM count);
+- fused attention (``flash``): ``max(share * flops / (peak * flash), bytes / ...)``, where a causal
+  kernel executes half of the full-square FLOPs the graph records (:func:`executed_share`);
+  unfused attention: its batched GEMMs, then a softmax streaming the scores (the two added);
+- everything else: ``max(flops / (peak * other), bytes / (bandwidth * memory))``.
 
-with ``eff_compute = Efficiency.matmul`` for tensor-core ops (linear, attention, conv, experts,
-fusions) and ``Efficiency.other`` for the rest; fused causal attention (``flash`` and ``causal``)
-executes half of the full-square FLOPs the graph records. Float8 training (``gemm_dtype="fp8"``, as
-torchao runs it) prices the linear layers' GEMMs at the device's fp8 peak and adds the casts of
-their operands as memory traffic (:func:`fp8_cast_seconds`); parameters, activations and the other
-ops stay in ``dtype``. A measured :class:`~parplan.cost.profile.Profile` replaces these times for
-the ops it lists. This module imports neither torch nor a solver.
+Float8 training (``gemm_dtype="fp8"``, as torchao runs it) prices the linear layers' GEMMs at the
+device's fp8 peak and adds the casts of their operands as memory traffic (:func:`fp8_cast_seconds`);
+parameters, activations and the other ops stay in ``dtype``. A measured
+:class:`~parplan.cost.profile.Profile` replaces these times for the ops it lists. This module
+imports neither torch nor a solver.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,9 +35,6 @@ from parplan.problem import PassTimes
 
 if TYPE_CHECKING:
     from parplan.cost.profile import OpProfile, Profile
-
-#: Op kinds that run as dense matrix products on tensor cores / BLAS.
-MATMUL_KINDS = frozenset({"linear", "attention", "conv", "moe_experts", "fusion"})
 
 #: Op kinds whose GEMMs float8 training runs in fp8 (torchao converts ``nn.Linear`` and grouped
 #: expert GEMMs; attention, norms and the rest stay 16-bit).
@@ -44,27 +49,64 @@ PASS_KINDS = ("F", "I", "W", "B")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Efficiency:
-    """Achieved fractions of peak used by the roofline.
+class KernelEfficiency:
+    """Achieved fractions of peak by kernel class.
 
-    Defaults: ``matmul = 0.6`` because large bf16 GEMMs reach 60-75% of dense tensor-core peak and
-    well-tuned LLM training runs at 40-55% model FLOP utilization; ``other = 0.3`` because norms,
-    softmax and element-wise ops run on vector units far below tensor-core peak (they are usually
-    bandwidth-bound anyway); ``memory = 0.8`` because streaming kernels reach 80-90% of HBM peak.
+    ``gemm``: large 16-bit GEMMs (cuBLAS reaches ~80% of dense peak on A100, ~70% on H100 SXM);
+    ``flash``: fused attention (FlashAttention-2 reaches ~60% of A100 peak forward + backward and
+    ~35% of H100's, which it runs without Hopper's warp-group instructions, Dao 2023 and Shah et al.
+    2024); ``other``: vector-unit FLOPs of norms and element-wise ops, far below tensor-core peak
+    (they are usually bandwidth-bound anyway); ``memory``: streaming kernels against memory peak
+    (80-90% of HBM). Defaults (0.6, 0.6, 0.3, 0.8) serve device kinds without their own entry.
     """
 
-    matmul: float = 0.6
+    gemm: float = 0.6
+    flash: float = 0.6
     other: float = 0.3
     memory: float = 0.8
 
     def __post_init__(self) -> None:
-        for name in ("matmul", "other", "memory"):
+        for name in ("gemm", "flash", "other", "memory"):
             value = getattr(self, name)
             if not 0 < value <= 1:
                 raise InvalidInputError(f"efficiency.{name}: must be in (0, 1], got {value}")
 
 
-DEFAULT_EFFICIENCY = Efficiency()
+#: Defaults per device kind (see :class:`KernelEfficiency` for the sources); other kinds (CPUs)
+#: use the class defaults.
+KERNEL_EFFICIENCY: Mapping[str, KernelEfficiency] = {
+    "a100": KernelEfficiency(gemm=0.8, flash=0.6, other=0.3, memory=0.8),
+    "h100": KernelEfficiency(gemm=0.7, flash=0.35, other=0.3, memory=0.8),
+}
+
+#: Streaming multiprocessors per GPU kind (NVIDIA A100 and H100 SXM datasheets).
+SM_COUNT: Mapping[str, int] = {"a100": 108, "h100": 132}
+
+#: The output tile of a tensor-core GEMM kernel, for wave quantization.
+GEMM_TILE = 128
+
+#: Op kinds priced as GEMMs (with wave quantization).
+GEMM_KINDS = frozenset({"linear", "moe_experts", "fusion", "conv", "moe_router"})
+
+
+def kernel_efficiency(device: DeviceSpec) -> KernelEfficiency:
+    """The efficiencies for ``device``'s kind (the class defaults for unknown kinds)."""
+    return KERNEL_EFFICIENCY.get(device.kind, KernelEfficiency())
+
+
+def wave_utilization(m: float, n: float, sm_count: int | None) -> float:
+    """Fraction of SM time a GEMM with an ``m x n`` output keeps busy (1.0 without an SM count)."""
+    if not sm_count or m <= 0 or n <= 0:
+        return 1.0
+    tiles = math.ceil(m / GEMM_TILE) * math.ceil(n / GEMM_TILE)
+    waves = math.ceil(tiles / sm_count)
+    return tiles / (waves * sm_count)
+
+
+def op_tokens(op: Op) -> int:
+    """Rows of the op's GEMMs: ``batch x seq`` from its attributes (1 when it records neither)."""
+    attr = op.attr
+    return int(attr.get("batch", 1)) * int(attr.get("seq", 1))
 
 
 def _check_kind(kind: str) -> None:
@@ -124,16 +166,48 @@ def _work(op: Op, kind: str) -> tuple[float, float]:
     return op.bwd_input_flops + op.bwd_weight_flops, op.bwd_input_bytes + op.bwd_weight_bytes
 
 
+def pass_seconds(
+    op: Op,
+    flops: float,
+    nbytes: float,
+    device: DeviceSpec,
+    *,
+    dtype: str,
+    efficiency: KernelEfficiency,
+    out_features: int | None = None,
+    gemm_dtype: str | None = None,
+) -> float:
+    """Seconds of one pass of ``op`` doing ``flops`` and moving ``nbytes`` on ``device`` (the rule of
+    the module docstring). ``out_features``: the GEMM's output width on this device (default: the
+    op's ``out_features``; a column-parallel shard has less)."""
+    eff = efficiency
+    memory_s = nbytes / (device.memory_bandwidth_Bps * eff.memory)
+    peak = device.flops(dtype)
+    if op.kind == "attention":
+        if op.attr.get("flash"):
+            return max(executed_share(op) * flops / (peak * eff.flash), memory_s)
+        # unfused: batched GEMMs over the full square, then a softmax kernel streaming the scores
+        return flops / (peak * eff.gemm) + memory_s
+    if op.kind in GEMM_KINDS:
+        out = int(op.attr.get("out_features", 0)) if out_features is None else out_features
+        util = wave_utilization(op_tokens(op), out, SM_COUNT.get(device.kind))
+        if gemm_dtype is not None and op.kind in FP8_KINDS:
+            cast_s = fp8_cast_seconds(nbytes, dtype, device, eff.memory)
+            return max(flops / (device.flops(gemm_dtype) * eff.gemm * util), memory_s) + cast_s
+        return max(flops / (peak * eff.gemm * util), memory_s)
+    return max(flops / (peak * eff.other), memory_s)
+
+
 def op_time(
     op: Op,
     device: DeviceSpec,
     kind: str,
     *,
     dtype: str = "bf16",
-    efficiency: Efficiency = DEFAULT_EFFICIENCY,
+    efficiency: KernelEfficiency | None = None,
     gemm_dtype: str | None = None,
 ) -> float:
-    """Roofline time of one pass of ``op`` on ``device`` for one micro-batch.
+    """Time of one pass of ``op`` on ``device`` for one micro-batch (:func:`pass_seconds`).
 
     Parameters
     ----------
@@ -147,15 +221,10 @@ def op_time(
         Compute dtype: selects the peak FLOP/s (``DeviceSpec.flops`` falls back to a wider dtype
         the device lists).
     efficiency
-        Achieved fractions of peak.
+        Achieved fractions of peak (default: :func:`kernel_efficiency` of the device's kind).
     gemm_dtype
         ``"fp8"``: float8 training; the GEMMs of :data:`FP8_KINDS` ops run at the fp8 peak, plus
         the casts of their operands (:func:`fp8_cast_seconds`).
-
-    Returns
-    -------
-    float
-        Seconds: ``max(flops / (peak * eff), bytes / (bandwidth * eff_memory))`` (+ the fp8 casts).
     """
     _check_kind(kind)
     _check_dtype(dtype)
@@ -164,14 +233,8 @@ def op_time(
             op, device, "W", dtype=dtype, efficiency=efficiency, gemm_dtype=gemm_dtype
         )
     flops, nbytes = _work(op, kind)
-    flops *= executed_share(op)
-    eff = efficiency.matmul if op.kind in MATMUL_KINDS else efficiency.other
-    memory_s = nbytes / (device.memory_bandwidth_Bps * efficiency.memory)
-    if gemm_dtype is not None and op.kind in FP8_KINDS:
-        compute_s = flops / (device.flops(gemm_dtype) * eff)
-        return max(compute_s, memory_s) + fp8_cast_seconds(nbytes, dtype, device, efficiency.memory)
-    compute_s = flops / (device.flops(dtype) * eff)
-    return max(compute_s, memory_s)
+    eff = efficiency or kernel_efficiency(device)
+    return pass_seconds(op, flops, nbytes, device, dtype=dtype, efficiency=eff, gemm_dtype=gemm_dtype)
 
 
 def stage_times(
@@ -179,7 +242,7 @@ def stage_times(
     device: DeviceSpec,
     *,
     dtype: str = "bf16",
-    efficiency: Efficiency = DEFAULT_EFFICIENCY,
+    efficiency: KernelEfficiency | None = None,
     split_backward: bool = True,
 ) -> PassTimes:
     """Pass times of a group of ops run one after the other on ``device`` (sums of op times).
@@ -205,7 +268,7 @@ class CostModel:
     dtype
         Compute dtype of the model (selects peak FLOP/s).
     efficiency
-        Achieved fractions of peak for the roofline.
+        Achieved fractions of peak (default: each device kind's, :data:`KERNEL_EFFICIENCY`).
     profile
         Measured op times; they replace the roofline for the ops they list, on every device of a
         homogeneous cluster, and on a heterogeneous cluster only on devices whose ``kind`` equals
@@ -220,7 +283,7 @@ class CostModel:
         self,
         cluster: Cluster,
         dtype: str = "bf16",
-        efficiency: Efficiency = DEFAULT_EFFICIENCY,
+        efficiency: KernelEfficiency | None = None,
         profile: Profile | None = None,
         gemm_dtype: str | None = None,
     ) -> None:

@@ -11,13 +11,14 @@ the final norm, head and loss the last one). Stage placement and micro-batch rou
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import heapq
 import itertools
 from collections.abc import Sequence
 from typing import Any
 
 from parplan.cluster import DTYPES, Cluster
-from parplan.cost.compute import DEFAULT_EFFICIENCY, CostModel, Efficiency
+from parplan.cost.compute import CostModel, KernelEfficiency, kernel_efficiency
 from parplan.cost.memory import training_state_bytes
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
@@ -242,7 +243,7 @@ def model_problem(
     profile: Profile | None = None,
     split_backward: bool = True,
     memory_limit: float | None = None,
-    efficiency: Efficiency = DEFAULT_EFFICIENCY,
+    efficiency: KernelEfficiency | None = None,
     optimizer: str = "adam",
     gemm_dtype: str | None = None,
 ) -> PipelineProblem:
@@ -453,10 +454,6 @@ def model_problem(
             "partition_unit": unit_kind,
             "units_per_stage": [bounds[j + 1] - bounds[j] for j in range(num_parts)],
             "max_stage_time_s": max(part_times),
-            "efficiency": {
-                "matmul": efficiency.matmul,
-                "other": efficiency.other,
-                "memory": efficiency.memory,
-            },
+            "efficiency": dataclasses.asdict(efficiency or kernel_efficiency(cluster.devices[0])),
         },
     )

@@ -72,7 +72,6 @@ one and the prefetched one).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,7 +79,14 @@ from typing import Any
 from parplan.cluster import DTYPE_BYTES, Cluster, DeviceSpec
 from parplan.cost.calibration import RuntimeCalibration, runtime_calibration
 from parplan.cost.comm import collective_time
-from parplan.cost.compute import FP8_KINDS, check_gemm_dtype, executed_share, fp8_cast_seconds
+from parplan.cost.compute import (
+    GEMM_KINDS,
+    KernelEfficiency,
+    check_gemm_dtype,
+    kernel_efficiency,
+    op_tokens,
+    pass_seconds,
+)
 from parplan.cost.memory import MemoryBreakdown
 from parplan.cost.profile import Profile
 from parplan.errors import InvalidInputError
@@ -102,57 +108,6 @@ TIME_TERMS = (
 
 #: What ``recompute=selective`` recomputes (see :func:`estimate_strategy`).
 SELECTIVE_POLICIES = ("attention", "every-other-matmul")
-
-#: Streaming multiprocessors per GPU kind (NVIDIA A100 and H100 SXM datasheets).
-SM_COUNT: Mapping[str, int] = {"a100": 108, "h100": 132}
-
-#: The output tile of a tensor-core GEMM kernel, for wave quantization.
-GEMM_TILE = 128
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class KernelEfficiency:
-    """Achieved fractions of peak by kernel class.
-
-    ``gemm``: large bf16 GEMMs (cuBLAS reaches ~80% of dense peak on A100, ~70% on H100 SXM);
-    ``flash``: fused attention (FlashAttention-2 reaches ~60% of A100 peak forward + backward and
-    ~35% of H100's, which it runs without Hopper's warp-group instructions, Dao 2023 and Shah et al.
-    2024); ``other``: vector-unit FLOPs of norms and element-wise ops; ``memory``: streaming kernels
-    against HBM peak.
-    """
-
-    gemm: float = 0.6
-    flash: float = 0.6
-    other: float = 0.3
-    memory: float = 0.8
-
-    def __post_init__(self) -> None:
-        for name in ("gemm", "flash", "other", "memory"):
-            value = getattr(self, name)
-            if not 0 < value <= 1:
-                raise InvalidInputError(f"efficiency.{name}: must be in (0, 1], got {value}")
-
-
-#: Defaults per device kind (see :class:`KernelEfficiency` for the sources); other kinds (CPUs)
-#: use the generic roofline efficiencies of :mod:`parplan.cost.compute`.
-KERNEL_EFFICIENCY: Mapping[str, KernelEfficiency] = {
-    "a100": KernelEfficiency(gemm=0.8, flash=0.6, other=0.3, memory=0.8),
-    "h100": KernelEfficiency(gemm=0.7, flash=0.35, other=0.3, memory=0.8),
-}
-
-
-def kernel_efficiency(device: DeviceSpec) -> KernelEfficiency:
-    """The efficiencies for ``device``'s kind (generic defaults for unknown kinds)."""
-    return KERNEL_EFFICIENCY.get(device.kind, KernelEfficiency())
-
-
-def wave_utilization(m: float, n: float, sm_count: int | None) -> float:
-    """Fraction of SM time a GEMM with an ``m x n`` output keeps busy (1.0 without an SM count)."""
-    if not sm_count or m <= 0 or n <= 0:
-        return 1.0
-    tiles = math.ceil(m / GEMM_TILE) * math.ceil(n / GEMM_TILE)
-    waves = math.ceil(tiles / sm_count)
-    return tiles / (waves * sm_count)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,16 +175,11 @@ class _Div:
         return self.act_split / t + (self.act_rep / t if sp else self.act_rep)
 
 
-def _tokens(op: Op) -> int:
-    attr = op.attr
-    return int(attr.get("batch", 1)) * int(attr.get("seq", 1))
-
-
 def _linear_input_bytes(op: Op) -> float:
     """Bytes of a linear's stored input (the rest of its ``act_bytes`` is a dropout mask)."""
     width = int(op.attr.get("in_features", 0))
     out_width = int(op.attr.get("out_features", 0))
-    tokens = _tokens(op)
+    tokens = op_tokens(op)
     if not (width and out_width and tokens and op.out_bytes):
         return op.act_bytes
     elem = op.out_bytes / (tokens * out_width)
@@ -286,26 +236,14 @@ def _pass_time(
     if op.is_comm:
         flops = 0.0  # the all-to-all's own time is communication (tp_comm)
     flops, nbytes = flops / div.work, nbytes / div.work
-    peak = device.flops(dtype)
     if eager and op.act_bytes > 0:  # residual adds (nothing stored) are one kernel either way
         nbytes *= EAGER_TRAFFIC.get(op.kind, 1.0)
-    memory_s = nbytes / (device.memory_bandwidth_Bps * eff.memory)
-    attr = op.attr
-    if op.kind == "attention":
-        if attr.get("flash"):
-            return max(executed_share(op) * flops / (peak * eff.flash), memory_s)
-        # unfused: batched GEMMs over the full square, then a softmax kernel streaming the scores
-        return flops / (peak * eff.gemm) + memory_s
-    if op.kind in ("linear", "moe_experts", "fusion", "conv", "moe_router"):
-        out = int(attr.get("out_features", 0))
-        if attr.get("tp") == "column":
-            out //= t
-        util = wave_utilization(_tokens(op), out, SM_COUNT.get(device.kind))
-        if gemm_dtype is not None and op.kind in FP8_KINDS:
-            cast_s = fp8_cast_seconds(nbytes, dtype, device, eff.memory)
-            return max(flops / (device.flops(gemm_dtype) * eff.gemm * util), memory_s) + cast_s
-        return max(flops / (peak * eff.gemm * util), memory_s)
-    return max(flops / (peak * eff.other), memory_s)
+    out = None
+    if op.kind in GEMM_KINDS and op.attr.get("tp") == "column":
+        out = int(op.attr.get("out_features", 0)) // t
+    return pass_seconds(
+        op, flops, nbytes, device, dtype=dtype, efficiency=eff, out_features=out, gemm_dtype=gemm_dtype
+    )
 
 
 @dataclass(slots=True)
@@ -490,7 +428,7 @@ def _build_stage(
                 st.recompute += f * (1 - share)
                 act = _output_bytes(op, t, sp) * share
             elif op.kind == "attention":
-                lse = 4 * _tokens(op) * int(op.attr.get("heads", 0)) / t  # fp32 log-sum-exp per head
+                lse = 4 * op_tokens(op) * int(op.attr.get("heads", 0)) / t  # fp32 log-sum-exp per head
                 act = _output_bytes(op, t, sp) + lse
             elif op.kind in ("norm", "elementwise"):
                 st.recompute += f

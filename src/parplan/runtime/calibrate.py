@@ -16,7 +16,7 @@ at once so that they compete as they will in training (like nccl-tests and a GEM
 
 The cluster written has N devices on one node with the measured numbers: peak FLOP/s and memory
 bandwidth are the measured ones divided by the estimate's efficiencies
-(:class:`parplan.cost.strategy.KernelEfficiency` defaults), so an estimate reproduces what was
+(:class:`parplan.cost.compute.KernelEfficiency` defaults), so an estimate reproduces what was
 measured, and the intra-node link is the fitted collective link.
 """
 
@@ -414,7 +414,7 @@ def fit_link(
 def calibrated_cluster(devices: int, measured: list[Measured]) -> dict[str, Any]:
     """The cluster document (``parplan.cluster`` JSON/YAML) of the measurements."""
     from parplan.cluster_io import _total_ram_bytes
-    from parplan.cost.strategy import KernelEfficiency
+    from parplan.cost.compute import KernelEfficiency
 
     eff = KernelEfficiency()
     m, k, n = GEMM_SHAPE
