@@ -338,6 +338,11 @@ def test_recompute_of_a_module_without_blocks_is_refused(tmp_path: Path) -> None
         train(f"{path}:build", parse_strategy("dp=2,recompute=full"), LOCAL4, steps=1, progress=False)
     r = CliRunner().invoke(app, ["train", "--model", f"{path}:build", "--strategy", "dp=2,recompute=full"])
     assert r.exit_code == 2 and "no repeated blocks" in r.output and "Traceback" not in r.output
+    # chosen, not given: the frontier offers it no recompute at all
+    _, _, frontier = choose_strategy(f"{path}:build", LOCAL4, 4)
+    assert frontier.points and all(p.strategy.recompute == "none" for p in frontier.points)
+    _, _, frontier = choose_strategy(TWO_TOWER, LOCAL4, 4)
+    assert any(p.strategy.recompute == "full" for p in frontier.points)
 
 
 def test_your_own_module_refuses_what_train_cannot_split() -> None:
