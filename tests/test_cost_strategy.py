@@ -345,3 +345,19 @@ def test_sequence_parallel_reduces_the_replicated_gradients() -> None:
     # without sequence parallelism every rank sees every token: nothing to reduce
     no_sp = estimate_strategy(g, parse_strategy("tp=8,sp=0"), H100, global_batch=1)
     assert no_sp.terms["tp_grad_sync"] == 0.0
+
+
+def test_tensor_parallel_parameters_per_rank_are_the_dtensor_shards() -> None:
+    # gpt-tiny at tp=4 as train shards it (DTensor, counted from the shards' local tensors):
+    # 1,188,096 of 4,339,200 parameters per rank; whole on every rank: the learned positions
+    # (512 x 256), the norms and the row-parallel biases (26 x 256); the vocabulary-parallel token
+    # table's gradient comes back whole from DTensor's embedding backward (2048 x 256 more x 3/4)
+    from parplan.runtime.modules import twin_graph
+
+    g = twin_graph("gpt-tiny")
+    local = load_cluster("local:4")
+    est = estimate_strategy(g, parse_strategy("tp=4"), local, dtensor_embedding_grad=True)
+    assert est.memory.parameters == 1_188_096 * 4
+    assert est.memory.gradients == (1_188_096 + 2048 * 256 * 3 / 4) * 4
+    megatron = estimate_strategy(g, parse_strategy("tp=4"), local)
+    assert megatron.memory.gradients == megatron.memory.parameters

@@ -186,6 +186,16 @@ def _linear_input_bytes(op: Op) -> float:
     return min(op.act_bytes, tokens * width * elem)
 
 
+def _tp_split_params(op: Op) -> float:
+    """Parameters tensor parallelism splits in a row-parallel linear or an embedding: the
+    ``in x out`` weight (Megatron-LM's vocabulary-parallel token table); the rest (the linear's bias,
+    learned positions) stays whole on every rank. 0 for other ops and when the op does not record
+    its widths (then all of its parameters are split)."""
+    if op.kind != "embedding" and not (op.kind == "linear" and op.attr.get("tp") == "row"):
+        return 0.0  # (a column-parallel linear splits its bias with its output)
+    return float(op.attr.get("in_features", 0)) * float(op.attr.get("out_features", 0))
+
+
 def _divide(op: Op, t: int, sp: bool, inputs: int) -> _Div:
     """Megatron-LM's division of ``op`` over a tensor-parallel group of ``t`` (module docstring)."""
     if t == 1:
@@ -264,6 +274,7 @@ class _Stage:
     #: sequence parallelism: replicated parameters whose gradients are partial sums over the group
     #: (norm weights, row-parallel biases): their sizes in bytes, one per tensor
     rep_grads: list[float] = field(default_factory=list)
+    vocab_table: float = 0.0  # the vocabulary-parallel token table's local parameters (count)
     act: float = 0.0  # stored activations of one micro-batch (bytes)
     wgrad_act: float = 0.0  # the part the weight gradients still need after I
     layer_act_max: float = 0.0  # the largest layer's activations (checkpoint buffer)
@@ -376,6 +387,12 @@ def _build_stage(
             st.W += _pass_time(op, "W", div, device, dtype, eff, t, eager, gemm_dtype)
         st.F += f
         n_params = op.param_bytes / elem / div.params
+        if t > 1 and div.params == t:  # kept whole on every rank: positions, row-parallel biases
+            table = _tp_split_params(op)
+            if 0 < table < op.param_bytes / elem:
+                n_params = table / t + (op.param_bytes / elem - table)
+            if op.kind == "embedding" and table:
+                st.vocab_table += table / t
         st.params += n_params
         act = div.act(t, sp)
         if op.kind == "linear":
@@ -549,6 +566,7 @@ def estimate_strategy(
     bucket_copies: bool = False,
     pipeline_schedule: Any = None,
     per_tensor_grad_sync: bool = False,
+    dtensor_embedding_grad: bool = False,
 ) -> StrategyEstimate:
     """Estimate one training step of ``graph`` under ``strategy`` on the first devices of ``cluster``.
 
@@ -599,6 +617,10 @@ def estimate_strategy(
         gradients, all-reduced over the tensor-parallel group (term ``tp_grad_sync``): Megatron-LM
         coalesces them into one all-reduce (False); DTensor reduces each tensor on its own when
         the optimizer reads it (train's runtime, True).
+    dtensor_embedding_grad
+        The vocabulary-parallel token table's gradient is held whole on every tensor-parallel rank
+        (torch 2.13's DTensor embedding backward returns it replicated; train's runtime, True), not
+        sharded like the table (Megatron-LM, False); ZeRO-2/3 shard gradients either way.
     bucket_copies
         The data-parallel gradients are copied into flat buckets for the all-reduce and back (torch
         DDP without ``gradient_as_bucket_view``, train's all-reduce); Megatron-LM's contiguous
@@ -784,6 +806,8 @@ def estimate_strategy(
         if z == 2 and not master:  # fp32 under FSDP2: the shards beside the gathered copy
             params += st.params * elem / d
         grads_b = st.params * g_bytes / (d if z >= 2 else 1)
+        if dtensor_embedding_grad and z < 2:
+            grads_b += st.vocab_table * (strategy.tp - 1) * g_bytes
         opt = st.params * (master + 8) / (d if z >= 1 else 1)
         # a layer's recompute and the loss backward happen at different times: the larger counts
         buffers = max(st.layer_act_max, st.loss_transient) + (2 * st.layer_params * elem if z == 3 else 0.0)

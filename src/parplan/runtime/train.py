@@ -947,6 +947,7 @@ def prediction_options(devices: int, profile: Any = None, cluster: Any = None) -
         "shared_cores": cores,
         "bucket_copies": True,
         "per_tensor_grad_sync": True,
+        "dtensor_embedding_grad": True,
     }
     if profile is not None:
         cal = RuntimeCalibration() if cluster is None else runtime_calibration(cluster)
