@@ -9,7 +9,8 @@ strategy        what runs
 tp > 1          DTensor tensor parallelism, ``parallelize_module``: the fused QKV and MLP-up
                 linears ``ColwiseParallel`` (their rows regrouped so each rank holds its own
                 heads' Q, K and V), attention output and MLP-down ``RowwiseParallel``, the head
-                ``ColwiseParallel`` with replicated logits
+                ``ColwiseParallel`` with vocabulary-parallel logits and the loss over them under
+                ``loss_parallel`` (no rank gathers the full logits)
 sp (tp > 1)     Megatron sequence parallelism: norms ``SequenceParallel``, the embedding output
                 sharded on the sequence, row-parallel outputs reduce-scattered (Shard(1))
 zero=0          ``DistributedDataParallel`` (tp = 1); with tp > 1 (DDP does not take DTensor
@@ -51,7 +52,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -315,10 +316,40 @@ class StageModule(nn.Module):
         return values[self.out_name]  # type: ignore[return-value]
 
 
-def _loss_fn(output: Tensor, target: Tensor) -> Tensor:
+def _loss_fn(output: Tensor, target: Tensor, tp_mesh: Any = None) -> Tensor:
+    """Cross-entropy of the logits; with ``tp_mesh``, of this rank's vocabulary shard of them
+    (``loss_parallel``, which must be active around the forward and the backward)."""
     import torch.nn.functional as F  # noqa: N812
 
+    if tp_mesh is not None:
+        from torch.distributed.tensor import DTensor, Shard
+
+        output = DTensor.from_local(output, tp_mesh, [Shard(-1)], run_check=False)
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+class VocabParallelLoss(nn.Module):
+    """The graph's loss op under tensor parallelism: cross-entropy over the vocabulary-parallel
+    logits each rank holds (Megatron-LM's and torchtitan's loss parallelism), so no rank gathers or
+    keeps the full logits."""
+
+    kind = "loss"
+
+    def __init__(self, tp_mesh: Any) -> None:
+        super().__init__()
+        self.tp_mesh = tp_mesh
+
+    def forward(self, logits: Tensor, *, data: Mapping[str, Tensor]) -> Tensor:
+        return _loss_fn(logits, data["labels"], self.tp_mesh)
+
+
+def _loss_context(strategy: Strategy) -> Any:
+    """``loss_parallel`` with tensor parallelism (around forwards and backwards), else nothing."""
+    if strategy.tp > 1:
+        from torch.distributed.tensor.parallel import loss_parallel
+
+        return loss_parallel()
+    return nullcontext()
 
 
 def pipeline_csv(strategy: Strategy, microbatches: int) -> str:
@@ -437,7 +468,10 @@ def apply_tensor_parallel(model: TrainModel, tp_mesh: Any, sequence_parallel: bo
             elif isinstance(module, Attention):
                 module.heads = model.heads // tp
             elif name == "head":
-                plan[f"ops.{key}.linear"] = ColwiseParallel(input_layouts=seq_in, output_layouts=Replicate())
+                # vocabulary-parallel logits: each rank keeps its shard, the loss is loss_parallel's
+                plan[f"ops.{key}.linear"] = ColwiseParallel(input_layouts=seq_in, output_layouts=Shard(-1))
+            elif name == model.loss_name:
+                seg.ops[key] = VocabParallelLoss(tp_mesh)
             elif sequence_parallel and module.kind == "norm":
                 plan[f"ops.{key}.norm"] = SequenceParallel(use_local_output=True)
             elif module.kind == "embedding":
@@ -705,8 +739,10 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
         # (and with it, under a split backward, every saved activation) until the step ends.
         seen_losses: list[float] = []
 
+        tp_loss_mesh = mesh["tp"] if s.tp > 1 else None
+
         def loss_fn(output: Tensor, target: Tensor) -> Tensor:
-            loss = _loss_fn(output, target)
+            loss = _loss_fn(output, target, tp_loss_mesh)
             local = _local(loss).detach()
             if local.device.type != "meta":  # the runtime's shape inference runs on meta tensors
                 seen_losses.append(float(local))
@@ -737,7 +773,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
             labels = torch.cat([b["labels"] for b in batches])
             first, last = pp_rank == 0, pp_rank == s.pp - 1
             seen_losses.clear()
-            with meter.active(step == 0):
+            with meter.active(step == 0), _loss_context(s):
                 schedule.step(
                     *((tokens,) if first else ()), target=labels if last else None, return_outputs=False
                 )
@@ -749,9 +785,10 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                 total += sum(seen_losses[-job.microbatches :]) / job.microbatches
         else:
             for data in batches:
-                with meter.active(step == 0):
-                    loss = wrapped(data) / job.microbatches
-                loss.backward()
+                with _loss_context(s):
+                    with meter.active(step == 0):
+                        loss = wrapped(data) / job.microbatches
+                    loss.backward()
                 total += float(_local(loss).detach())
         t_compute = time.perf_counter()
         if manual_allreduce:
