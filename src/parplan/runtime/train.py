@@ -846,12 +846,14 @@ def _worker(rank: int, world: int, job: TrainJob) -> None:
     from parplan.runtime.launch import _init_group
 
     out = Path(job.out_dir)
+    done = False
     try:
         torch.set_num_threads(job.threads)
         if job.backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
         _init_group(rank, world, job.backend, job.store, job.timeout_s)
         torch.save(_train_device(rank, world, job), out / f"device{rank}.pt")
+        done = True
     except BaseException as exc:  # the parent reads this file: the worker's error must not be lost
         (out / f"device{rank}.err").write_text(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
         raise SystemExit(1) from None
@@ -859,7 +861,20 @@ def _worker(rank: int, world: int, job: TrainJob) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            if done:  # no rank tears the group down while a peer still talks on it
+                dist.barrier()
             dist.destroy_process_group()
+
+
+def _spawned_worker(rank: int, world: int, job: TrainJob) -> None:
+    """:func:`_worker` in a process spawned by train: once its report is written, leave without
+    running the interpreter's and C++ libraries' exit-time destructors, where a gloo or FSDP2
+    thread still being torn down can abort a finished process (``terminate called without an
+    active exception``, seen once in a few hundred runs)."""
+    _worker(rank, world, job)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -1106,7 +1121,9 @@ def launch_train(job: TrainJob) -> list[DeviceReport]:
     from parplan.runtime.launch import spawn_devices
 
     world = job.strategy.num_devices
-    return spawn_devices(_worker, (world, job), world, job.out_dir, job.timeout_s * (job.steps + 2) + 60)
+    return spawn_devices(
+        _spawned_worker, (world, job), world, job.out_dir, job.timeout_s * (job.steps + 2) + 60
+    )
 
 
 #: ``schedule=plan``: the pipeline order the planner finds for the strategy's own stage costs.
