@@ -305,7 +305,8 @@ def test_your_own_module_trains_like_one_process(text: str) -> None:
 
 
 def test_your_own_module_checkpoints_its_repeated_blocks() -> None:
-    from parplan.runtime.train import UserTrainModel, repeated_blocks
+    from parplan.runtime.trace_graph import repeated_blocks
+    from parplan.runtime.train import UserTrainModel
 
     m = UserTrainModel(TWO_TOWER, seed=0)
     assert list(repeated_blocks(m.model)) == ["user.layers.0", "user.layers.1", "item.layers.0", "item.layers.1"]

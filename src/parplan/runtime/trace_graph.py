@@ -251,6 +251,22 @@ def fx_graph_module(module: nn.Module, leaf_modules: tuple[type[nn.Module], ...]
     return fx.GraphModule(module, graph)
 
 
+def is_block_path(path: str) -> bool:
+    """A module path ending in an index (``layers.3``, ``blocks.0``): a child of an ``nn.ModuleList``
+    or ``nn.Sequential``, a repeated block."""
+    return path.rsplit(".", 1)[-1].isdigit()
+
+
+def repeated_blocks(module: nn.Module) -> dict[str, nn.Module]:
+    """The outermost repeated blocks of ``module`` (:func:`is_block_path`), by path: the modules
+    whose ops a trace numbers as layers."""
+    out: dict[str, nn.Module] = {}
+    for name, sub in module.named_modules():
+        if name and is_block_path(name) and not any(name.startswith(b + ".") for b in out):
+            out[name] = sub
+    return out
+
+
 def _block_of(node: fx.Node, blocks: dict[str, int]) -> int | None:
     """The layer number of the repeated block ``node`` runs in, or None outside any block.
 
@@ -262,11 +278,11 @@ def _block_of(node: fx.Node, blocks: dict[str, int]) -> int | None:
     stack = node.meta.get("nn_module_stack") or {}
     for entry in stack.values():
         path = entry[0] if isinstance(entry, tuple) else str(entry)
-        if path.rsplit(".", 1)[-1].isdigit():
+        if is_block_path(path):
             return blocks.setdefault(path, len(blocks))
     if node.op == "call_module":  # a leaf module that is itself a block
         target = str(node.target)
-        if target.rsplit(".", 1)[-1].isdigit():
+        if is_block_path(target):
             return blocks.setdefault(target, len(blocks))
     return None
 

@@ -214,7 +214,7 @@ class UserTrainModel(nn.Module):
     """A user's module and its loss (``FILE.py:FACTORY``) as train runs it: ``forward(data)`` takes
     the factory's example inputs as ``input0, input1, ...`` and returns the loss. ``layers`` are its
     direct children that hold parameters (FSDP2 shards each, then the root). ``recompute="full"``
-    checkpoints each repeated block (:func:`repeated_blocks`, the layers of ``parplan trace``)."""
+    checkpoints each repeated block (``trace_graph.repeated_blocks``, the layers of ``parplan trace``)."""
 
     def __init__(self, spec: str, seed: int, recompute: str = "none") -> None:
         from parplan.runtime.user_model import load_factory
@@ -227,6 +227,8 @@ class UserTrainModel(nn.Module):
         self.example = tuple(t.detach() for t in user.inputs)
         self.layers = [m for m in self.model.children() if any(True for _ in m.parameters())]
         if recompute == "full":
+            from parplan.runtime.trace_graph import repeated_blocks
+
             blocks = repeated_blocks(self.model)
             if not blocks:
                 raise InvalidInputError(
@@ -248,16 +250,6 @@ class UserTrainModel(nn.Module):
         inputs, e.g. token ids, as given)."""
         scale = 1 + microbatch / 8
         return {f"input{i}": t * scale if t.is_floating_point() else t for i, t in enumerate(self.example)}
-
-
-def repeated_blocks(module: nn.Module) -> dict[str, nn.Module]:
-    """The outermost submodules whose path ends in an index (``layers.3``: children of an
-    ``nn.ModuleList`` or ``nn.Sequential``), by path: the blocks ``parplan trace`` numbers as layers."""
-    out: dict[str, nn.Module] = {}
-    for name, sub in module.named_modules():
-        if name and name.rsplit(".", 1)[-1].isdigit() and not any(name.startswith(b + ".") for b in out):
-            out[name] = sub
-    return out
 
 
 def _checkpoint_forward(block: nn.Module) -> None:
@@ -704,6 +696,7 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
         manual_allreduce = _manual_allreduce(s)
     params = list(root.parameters())
     groups = _param_groups(params)
+    meter_on = [False]  # the first step only, as the activation meter
     unsharded = [0.0]  # ZeRO-2: the gathered parameters held from the forward to the backward
     if s.zero == 2:
 
@@ -712,7 +705,6 @@ def _train_device(rank: int, world: int, job: TrainJob) -> DeviceReport:
                 unsharded[0] = max(unsharded[0], _tensor_bytes(module.parameters()))
 
         root.register_forward_hook(held_gathered)
-    meter_on = [False]
     if s.zero == 1:
         from torch.distributed.optim import ZeroRedundancyOptimizer
 
